@@ -1,0 +1,164 @@
+//! The directory a lock lives in, the privilege bracket around the calls
+//! that change it, and the file identities the algorithm compares.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
+
+use crate::error::{LockError, Op, Result};
+
+/// Longest file name a directory entry may have (`NAME_MAX` on Linux).
+pub const NAME_MAX: usize = 255;
+
+/// An open directory in which locks are made. Cheap to clone (shared fd).
+///
+/// Every operation is relative to this descriptor, so no path component can
+/// be swapped between a check and the call that relies on it.
+#[derive(Debug, Clone)]
+pub struct LockDir {
+    fd: Arc<OwnedFd>,
+}
+
+impl LockDir {
+    /// Open `path` as a directory (symlinks in the path are followed, as
+    /// for any file the caller names; the lock itself never is).
+    pub fn open(path: &Path) -> Result<LockDir> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        match open(path, flags, Mode::empty()) {
+            Ok(fd) => Ok(LockDir { fd: Arc::new(fd) }),
+            Err(errno) => Err(LockError::from_errno(Op::OpenDir, errno)),
+        }
+    }
+
+    /// Use a directory the caller opened and checked itself (the helper
+    /// opens its spool with `O_NOFOLLOW` and verifies it before use).
+    pub fn from_fd(fd: OwnedFd) -> LockDir {
+        LockDir { fd: Arc::new(fd) }
+    }
+
+    /// The `/proc/self/fd` path of this directory, for APIs that take a path.
+    pub(crate) fn proc_path(&self) -> String {
+        use std::os::fd::AsRawFd;
+        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+    }
+
+    /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+    pub(crate) fn stat(&self, name: &OsStr) -> nix::Result<FileStat> {
+        fstatat(self, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+    }
+}
+
+impl AsFd for LockDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Rights needed to change the lock directory, raised only around the
+/// calls that change it (create the temp file, link, rename, unlink).
+///
+/// The setgid helper implements this by switching its effective gid to the
+/// saved set-gid and back. `lower` must not fail silently: an implementation
+/// that cannot drop its privilege again must abort the process.
+pub trait Privilege: Send + Sync + fmt::Debug {
+    /// Gain the rights; an error aborts the operation with that errno.
+    fn raise(&self) -> nix::Result<()>;
+    /// Give them up again.
+    fn lower(&self);
+}
+
+/// Run `f` with `privilege` raised (if any) and lowered afterwards.
+pub(crate) fn with_raised<T>(
+    privilege: Option<&dyn Privilege>,
+    f: impl FnOnce() -> nix::Result<T>,
+) -> nix::Result<T> {
+    let Some(p) = privilege else {
+        return f();
+    };
+    p.raise()?;
+    let result = f();
+    p.lower();
+    result
+}
+
+/// Which file a name pointed at: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub(crate) fn of(st: &FileStat) -> FileId {
+        FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+}
+
+/// One version of one file: identity plus what changes when it is
+/// rewritten or refreshed. Inode numbers are reused quickly on ext4 and
+/// tmpfs, so identity alone cannot tell an old lock from its successor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileVersion {
+    pub id: FileId,
+    pub mtime: SystemTime,
+    pub size: i64,
+}
+
+impl FileVersion {
+    pub(crate) fn of(st: &FileStat) -> FileVersion {
+        FileVersion {
+            id: FileId::of(st),
+            mtime: mtime(st),
+            size: st.st_size,
+        }
+    }
+}
+
+/// The modification time of a stat result as a `SystemTime`.
+pub(crate) fn mtime(st: &FileStat) -> SystemTime {
+    let nanos = Duration::new(0, st.st_mtime_nsec.clamp(0, 999_999_999) as u32);
+    if st.st_mtime >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime as u64) + nanos
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(st.st_mtime.unsigned_abs()) + nanos
+    }
+}
+
+pub(crate) fn is_regular(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG
+}
+
+/// Check that `name` is a single, plain directory entry name.
+pub fn validate_name(name: &OsStr) -> Result<()> {
+    let bytes = name.as_bytes();
+    if bytes.len() > NAME_MAX {
+        return Err(LockError::NameTooLong);
+    }
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+        return Err(LockError::InvalidName);
+    }
+    if bytes.contains(&0) {
+        return Err(LockError::InvalidName);
+    }
+    Ok(())
+}
+
+/// Map "no such file" to `None`, other errors to a typed error.
+pub(crate) fn absent_ok<T>(r: nix::Result<T>, op: Op) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(errno) => Err(LockError::from_errno(op, errno)),
+    }
+}

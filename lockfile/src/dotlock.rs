@@ -1,0 +1,363 @@
+//! Acquire, check, refresh and release `NAME.lock`.
+//!
+//! Acquisition (DESIGN.md, "the dotlock algorithm"):
+//! 1. create a unique temporary file (`O_CREAT|O_EXCL|O_NOFOLLOW`, explicit
+//!    mode) and write the lock content into it, checking the write;
+//! 2. `linkat(temp, lock)`, and do not trust what it returns: the lock is
+//!    ours iff `fstatat(lock)` names the temp file's inode and the temp file
+//!    has exactly two links. A lost NFS reply can report `EEXIST` for a
+//!    link that was made, and a misbehaving server success for one that
+//!    was not; both are decided by the identity check;
+//! 3. if the lock is someone else's: judge it (stale locks are broken, see
+//!    [`crate::stale`]), else wait and try again;
+//! 4. remove the temporary name on every path out.
+//!
+//! The temp file's descriptor is kept while the lock is held: it *is* the
+//! lock's inode, so refreshing it (`futimens`) can only ever touch our own
+//! lock, never a successor that took the name after ours was broken.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::stat::{fstat, futimens};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
+
+use crate::content::{Holder, LockContent};
+use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, Privilege};
+use crate::error::{LockError, Op, Result};
+use crate::host::{content_for, PidMode};
+use crate::stale::{break_stale, inspect, judge, open_lock, Broke, StaleReason};
+use crate::tempfile::TempFile;
+use crate::wait::{Backoff, Wait, Waiter};
+
+/// liblockfile's and Dovecot's default: a lock not refreshed for five
+/// minutes is stale.
+pub const DEFAULT_STALE_AGE: Duration = Duration::from_secs(300);
+
+/// Something the acquirer reports while it works, for `-v` output and audit.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The lock is held by someone else; we are about to wait. Reported
+    /// when the holder is first seen and whenever it changes.
+    Waiting(Holder),
+    /// A stale lock was removed.
+    BrokeStale(Holder, StaleReason),
+}
+
+/// A callback for [`Event`]s.
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// How to acquire a lock.
+#[derive(Clone)]
+pub struct Options {
+    /// How long to wait when the lock is busy.
+    pub wait: Wait,
+    /// A lock older than this (by the file system's clock) is stale.
+    pub stale_age: Duration,
+    /// Backoff between attempts.
+    pub backoff: Backoff,
+    /// Which process the lock names.
+    pub pid_mode: PidMode,
+    /// Permission bits of the lock file (default `0644`, so every tool can
+    /// read the holder's pid).
+    pub mode: u32,
+    /// Rights to raise around directory changes (the setgid helper).
+    pub privilege: Option<Arc<dyn Privilege>>,
+    /// A descriptor that, when readable, ends a wait with
+    /// [`LockError::Interrupted`] (the helper passes its client pipe).
+    pub interrupt: Option<Arc<OwnedFd>>,
+    /// Told about waits and stale locks broken.
+    pub observer: Option<Observer>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            wait: Wait::Forever,
+            stale_age: DEFAULT_STALE_AGE,
+            backoff: Backoff::default(),
+            pid_mode: PidMode::Own,
+            mode: 0o644,
+            privilege: None,
+            interrupt: None,
+            observer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("wait", &self.wait)
+            .field("stale_age", &self.stale_age)
+            .field("backoff", &self.backoff)
+            .field("pid_mode", &self.pid_mode)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("privilege", &self.privilege)
+            .field("interrupt", &self.interrupt.is_some())
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+impl Options {
+    fn notify(&self, event: Event) {
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
+    }
+}
+
+/// A held dotlock. Released by [`Dotlock::release`] or on drop.
+#[derive(Debug)]
+pub struct Dotlock {
+    dir: LockDir,
+    name: OsString,
+    fd: Option<OwnedFd>,
+    id: FileId,
+    privilege: Option<Arc<dyn Privilege>>,
+}
+
+/// The state of a lock name, as [`check`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// No lock.
+    Free,
+    /// A valid lock.
+    Held(Holder),
+    /// A lock that the next acquirer would break.
+    Stale(Holder, StaleReason),
+}
+
+/// Acquire the lock `name` in `dir`.
+pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
+    validate_name(name)?;
+    let privilege = opts.privilege.as_deref();
+    let content = content_for(opts.pid_mode).render();
+    let temp = TempFile::create(dir, &content, opts.mode, privilege)?;
+    let mut waiter = Waiter::new(dir, name, opts.wait, opts.backoff, opts.interrupt.clone());
+    let mut fs_clock = None;
+    let mut last_seen = None;
+
+    loop {
+        let linked = with_raised(privilege, || {
+            linkat(dir, temp.name(), dir, name, nix::fcntl::AtFlags::empty())
+        });
+        let temp_st = temp.stat()?;
+        let ours = FileId::of(&temp_st);
+        let at_name = absent_ok(dir.stat(name), Op::Stat)?;
+        if at_name.as_ref().map(FileId::of) == Some(ours) && temp_st.st_nlink == 2 {
+            return Ok(Dotlock {
+                dir: dir.clone(),
+                name: name.to_owned(),
+                fd: Some(temp.into_fd()),
+                id: ours,
+                privilege: opts.privilege.clone(),
+            });
+        }
+        // Not ours. A failure other than "exists" (or a lost reply's EIO)
+        // is real when the name is not ours: report it.
+        match linked {
+            Err(Errno::EEXIST | Errno::EIO | Errno::ESTALE | Errno::EINTR) | Ok(()) => {}
+            Err(errno) => return Err(LockError::from_errno(Op::Link, errno)),
+        }
+        // The file system's "now": our temp file's mtime, advanced by the
+        // monotonic clock since it was written.
+        let (base, at) = *fs_clock.get_or_insert((mtime(&temp_st), temp.written_at));
+        let fs_now = base + at.elapsed();
+
+        let Some(existing) = inspect(dir, name)? else {
+            continue; // released between our link and our look: try again now
+        };
+        if let Some(reason) = judge(
+            &existing.content,
+            existing.version.mtime,
+            fs_now,
+            opts.stale_age,
+        ) {
+            if break_stale(dir, name, &existing, privilege)? == Broke::Removed {
+                opts.notify(Event::BrokeStale(existing.holder(), reason));
+            }
+            continue;
+        }
+        let holder = existing.holder();
+        if last_seen != Some(existing.version) {
+            last_seen = Some(existing.version);
+            opts.notify(Event::Waiting(holder.clone()));
+        }
+        waiter.pause(Some(holder))?;
+    }
+}
+
+/// Look at the lock `name` without taking it.
+///
+/// Staleness is judged against the file system's clock, read from a probe
+/// file created in `dir`; when `dir` is not writable the local clock is used
+/// instead (so a `check` by a user who could not take the lock anyway may
+/// call a lock stale up to the clock skew early).
+pub fn check(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<LockState> {
+    validate_name(name)?;
+    let Some(existing) = inspect(dir, name)? else {
+        return Ok(LockState::Free);
+    };
+    let fs_now = fs_now(dir, opts).unwrap_or_else(|_| SystemTime::now());
+    let holder = existing.holder();
+    Ok(
+        match judge(
+            &existing.content,
+            existing.version.mtime,
+            fs_now,
+            opts.stale_age,
+        ) {
+            Some(reason) => LockState::Stale(holder, reason),
+            None => LockState::Held(holder),
+        },
+    )
+}
+
+/// The file system's current time, read from the mtime of a probe file.
+fn fs_now(dir: &LockDir, opts: &Options) -> Result<SystemTime> {
+    let probe = TempFile::create(dir, b"", opts.mode, opts.privilege.as_deref())?;
+    let st = probe.stat()?;
+    Ok(mtime(&st) + probe.written_at.elapsed())
+}
+
+impl Dotlock {
+    /// The lock's name in its directory.
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+
+    /// The directory the lock is in.
+    pub fn dir(&self) -> &LockDir {
+        &self.dir
+    }
+
+    /// Device and inode of the lock file we made.
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+
+    /// True if the lock name still refers to the file we made.
+    pub fn is_held(&self) -> Result<bool> {
+        let st = absent_ok(self.dir.stat(&self.name), Op::Stat)?;
+        Ok(st.as_ref().map(FileId::of) == Some(self.id))
+    }
+
+    /// What our lock file says (pid, host, ...), read back from disk.
+    pub fn content(&self) -> Result<LockContent> {
+        match inspect(&self.dir, &self.name)? {
+            Some(e) if e.version.id == self.id => Ok(e.content),
+            _ => Err(LockError::NotOurs),
+        }
+    }
+
+    /// Refresh the lock's mtime so it is not judged stale. The timestamp
+    /// is set on our own inode through our descriptor, so a lock that was
+    /// broken and re-taken by someone else is never refreshed by us; that
+    /// case is reported as [`LockError::NotOurs`].
+    pub fn touch(&self) -> Result<()> {
+        let fd = self.fd.as_ref().ok_or(LockError::NotOurs)?;
+        futimens(fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)
+            .map_err(|errno| LockError::from_errno(Op::Touch, errno))?;
+        if self.is_held()? {
+            Ok(())
+        } else {
+            Err(LockError::NotOurs)
+        }
+    }
+
+    /// The lock's current modification time (after a touch: the file
+    /// system's "now").
+    pub fn mtime(&self) -> Result<SystemTime> {
+        let fd = self.fd.as_ref().ok_or(LockError::NotOurs)?;
+        let st = fstat(fd).map_err(|errno| LockError::Io {
+            op: Op::Stat,
+            errno,
+        })?;
+        Ok(mtime(&st))
+    }
+
+    /// Remove the lock, if it is still ours. If it is not (it was broken as
+    /// stale, or removed by hand), nothing is removed and
+    /// [`LockError::NotOurs`] says so.
+    pub fn release(mut self) -> Result<()> {
+        self.release_inner()
+    }
+
+    fn release_inner(&mut self) -> Result<()> {
+        let Some(fd) = self.fd.take() else {
+            return Ok(());
+        };
+        // Close first: on NFS, unlinking a file we still hold open would
+        // leave a `.nfsXXXX` file behind in the spool.
+        drop(fd);
+        if !self.is_held()? {
+            return Err(LockError::NotOurs);
+        }
+        let removed = with_raised(self.privilege.as_deref(), || {
+            unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        });
+        match removed {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(errno) => Err(LockError::from_errno(Op::Unlink, errno)),
+        }
+    }
+
+    /// Give up the lock without removing it (detached locks that another
+    /// process will remove by name, as `dotlockfile -l` does).
+    pub fn leak(mut self) {
+        self.fd = None;
+    }
+}
+
+impl Drop for Dotlock {
+    fn drop(&mut self) {
+        let _ = self.release_inner();
+    }
+}
+
+/// Remove a lock by name that this process did not acquire (`unlock` in
+/// scripts): only when `owned(content)` agrees, re-verified right before
+/// removal as when breaking a stale lock.
+pub fn remove_by_name(
+    dir: &LockDir,
+    name: &OsStr,
+    opts: &Options,
+    owned: impl Fn(&LockContent) -> bool,
+) -> Result<()> {
+    validate_name(name)?;
+    let Some(existing) = inspect(dir, name)? else {
+        return Err(LockError::NotOurs);
+    };
+    if !owned(&existing.content) {
+        return Err(LockError::NotOurs);
+    }
+    match break_stale(dir, name, &existing, opts.privilege.as_deref())? {
+        Broke::Removed => Ok(()),
+        Broke::Changed => Err(LockError::NotOurs),
+    }
+}
+
+/// Refresh a lock by name that this process did not acquire (`touch` in
+/// scripts): only when `owned(content)` agrees. The timestamp is set
+/// through the descriptor that was checked, so no other file is touched.
+pub fn touch_by_name(
+    dir: &LockDir,
+    name: &OsStr,
+    owned: impl Fn(&LockContent) -> bool,
+) -> Result<()> {
+    validate_name(name)?;
+    let Some((Some(fd), existing)) = open_lock(dir, name)? else {
+        return Err(LockError::NotOurs);
+    };
+    if !owned(&existing.content) {
+        return Err(LockError::NotOurs);
+    }
+    futimens(&fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)
+        .map_err(|errno| LockError::from_errno(Op::Touch, errno))
+}

@@ -1,0 +1,244 @@
+//! Judging an existing lock, and breaking it when it is stale without ever
+//! removing a lock that was not the one judged.
+//!
+//! # Breaking, and the window that remains
+//!
+//! A breaker first re-reads the lock's identity (device, inode, mtime, size)
+//! and compares it with the version it judged. It then *renames* the lock to
+//! a private name: `rename` is atomic, so of several breakers exactly one
+//! moves a given file, and the others find either nothing or a different
+//! file. The winner reads the moved file back and compares it (identity and
+//! content) with what it judged: only then does it unlink it. If it moved a
+//! different file (the lock was released and re-taken between its check and
+//! its rename) it links that file back under the lock name, with the same
+//! inode, so its owner still recognises it, and removes the private name.
+//!
+//! What remains: between such a wrong rename and the link back (two system
+//! calls) the lock name is free, and a third process may take it; the link
+//! back then fails with `EEXIST` and two processes believe they hold the
+//! lock. This needs a release, a new acquisition and a third locker, all
+//! inside the few microseconds between the breaker's re-check and its link
+//! back, and only for a lock that was old enough to be judged stale.
+//! Tools that break locks by plain `unlink` (liblockfile, procmail) are not
+//! serialized by this and keep their own, wider window.
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::{fstat, Mode};
+use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
+
+use crate::content::{Holder, LockContent, MAX_CONTENT};
+use crate::dir::{absent_ok, is_regular, with_raised, FileVersion, LockDir, Privilege};
+use crate::error::{LockError, Op, Result};
+use crate::host::{local_host, process_state, ProcState};
+use crate::tempfile::temp_name;
+
+/// Why a lock was judged stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleReason {
+    /// Made on this host in this boot, and its process no longer exists.
+    DeadProcess,
+    /// Made on this host in this boot, and its pid now names another
+    /// process (different start time).
+    PidReused,
+    /// Not refreshed for longer than the stale age, judged by the file
+    /// system's clock.
+    Age,
+}
+
+impl std::fmt::Display for StaleReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StaleReason::DeadProcess => "holder process is gone",
+            StaleReason::PidReused => "holder pid was reused by another process",
+            StaleReason::Age => "not refreshed within the stale age",
+        })
+    }
+}
+
+/// A lock file as found: which version of which file, and what it said.
+#[derive(Debug, Clone)]
+pub(crate) struct Existing {
+    pub version: FileVersion,
+    pub raw: Vec<u8>,
+    pub content: LockContent,
+}
+
+impl Existing {
+    pub fn holder(&self) -> Holder {
+        Holder {
+            content: self.content.clone(),
+            mtime: self.version.mtime,
+        }
+    }
+}
+
+/// Read the lock at `name`: `None` if there is none. A symlink or any
+/// non-regular file is an error; spoollock never follows or replaces one.
+pub(crate) fn inspect(dir: &LockDir, name: &OsStr) -> Result<Option<Existing>> {
+    open_lock(dir, name).map(|found| found.map(|(_, existing)| existing))
+}
+
+/// A lock found on disk, with its open descriptor when it was readable.
+pub(crate) type Found = (Option<OwnedFd>, Existing);
+
+/// Like [`inspect`], also returning the open (read-only) descriptor when
+/// the lock was readable, so a caller can act on exactly that file.
+pub(crate) fn open_lock(dir: &LockDir, name: &OsStr) -> Result<Option<Found>> {
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOCTTY;
+    let fd = match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => return Err(LockError::NotRegularFile),
+        // Unreadable lock (mode 0600 by another user's tool): judge by age.
+        Err(Errno::EACCES) => return unreadable(dir, name),
+        Err(errno) => return Err(LockError::from_errno(Op::ReadLock, errno)),
+    };
+    let st = fstat(&fd).map_err(|errno| LockError::Io {
+        op: Op::Stat,
+        errno,
+    })?;
+    if !is_regular(&st) {
+        return Err(LockError::NotRegularFile);
+    }
+    let raw = read_bounded(&fd)?;
+    let existing = Existing {
+        version: FileVersion::of(&st),
+        content: LockContent::parse(&raw),
+        raw,
+    };
+    Ok(Some((Some(fd), existing)))
+}
+
+/// A lock we may not read (mode 0600 by another user's tool): its content
+/// is unknown, so it can only be judged by its age.
+fn unreadable(dir: &LockDir, name: &OsStr) -> Result<Option<Found>> {
+    let Some(st) = absent_ok(dir.stat(name), Op::Stat)? else {
+        return Ok(None);
+    };
+    if !is_regular(&st) {
+        return Err(LockError::NotRegularFile);
+    }
+    let existing = Existing {
+        version: FileVersion::of(&st),
+        raw: Vec::new(),
+        content: LockContent::default(),
+    };
+    Ok(Some((None, existing)))
+}
+
+fn read_bounded(fd: &OwnedFd) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_CONTENT];
+    let mut len = 0;
+    while len < buf.len() {
+        match nix::unistd::read(fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(Errno::EINTR) => {}
+            Err(errno) => {
+                return Err(LockError::Io {
+                    op: Op::ReadLock,
+                    errno,
+                })
+            }
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// Decide whether `lock` is stale. `fs_now` is the file system's current
+/// time (the mtime of a file we just wrote, advanced by the monotonic
+/// clock), never the local wall clock.
+pub fn judge(
+    content: &LockContent,
+    mtime: SystemTime,
+    fs_now: SystemTime,
+    stale_age: Duration,
+) -> Option<StaleReason> {
+    let local = local_host();
+    let same_boot = content.host.as_deref() == Some(local.host.as_str())
+        && content.boot.is_some()
+        && content.boot == local.boot;
+    if let (true, Some(pid)) = (same_boot, content.pid) {
+        match process_state(pid) {
+            ProcState::Gone => return Some(StaleReason::DeadProcess),
+            ProcState::Alive { start: Some(now) } if content.start.is_some_and(|s| s != now) => {
+                return Some(StaleReason::PidReused);
+            }
+            ProcState::Alive { .. } => {}
+        }
+    }
+    // A lock from the future (server clock jumped, or mtime set by hand)
+    // has age zero: it is not stale until it is really old.
+    let age = fs_now.duration_since(mtime).unwrap_or(Duration::ZERO);
+    (age > stale_age).then_some(StaleReason::Age)
+}
+
+/// Outcome of a break attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Broke {
+    /// We removed the stale lock.
+    Removed,
+    /// Someone else got there first, or the lock changed: look again.
+    Changed,
+}
+
+/// Remove `judged` from `name`, if and only if it is still that version.
+/// See the module documentation for the protocol and its residual window.
+pub(crate) fn break_stale(
+    dir: &LockDir,
+    name: &OsStr,
+    judged: &Existing,
+    privilege: Option<&dyn Privilege>,
+) -> Result<Broke> {
+    match absent_ok(dir.stat(name), Op::Stat)? {
+        Some(st) if FileVersion::of(&st) == judged.version => {}
+        _ => return Ok(Broke::Changed),
+    }
+    let aside = temp_name(".stale");
+    let moved = with_raised(privilege, || renameat(dir, name, dir, aside.as_os_str()));
+    // Decide by what is at the private name, not by rename's return value
+    // (a retransmitted rename after a lost reply reports ENOENT).
+    let Some(found) = inspect(dir, &aside).unwrap_or(None) else {
+        return match moved {
+            Ok(()) | Err(Errno::ENOENT) => Ok(Broke::Changed),
+            Err(errno) => Err(LockError::StaleNotRemoved { errno }),
+        };
+    };
+    if found.version.id == judged.version.id
+        && found.version.mtime == judged.version.mtime
+        && found.raw == judged.raw
+    {
+        let removed = with_raised(privilege, || {
+            unlinkat(dir, aside.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        });
+        return match removed {
+            Ok(()) | Err(Errno::ENOENT) => Ok(Broke::Removed),
+            Err(errno) => Err(LockError::StaleNotRemoved { errno }),
+        };
+    }
+    // We moved a lock that was not the one judged stale: put it back,
+    // same inode, so its holder still recognises it.
+    let _ = with_raised(privilege, || {
+        linkat(
+            dir,
+            aside.as_os_str(),
+            dir,
+            name,
+            nix::fcntl::AtFlags::empty(),
+        )
+    });
+    let _ = with_raised(privilege, || {
+        unlinkat(dir, aside.as_os_str(), UnlinkatFlags::NoRemoveDir)
+    });
+    Ok(Broke::Changed)
+}

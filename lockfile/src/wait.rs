@@ -1,0 +1,200 @@
+//! Waiting for a busy lock: how long (deadline, retry count, not at all),
+//! bounded exponential backoff with jitter, and an early wake-up from
+//! inotify when the lock name disappears from the directory.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+
+use crate::content::Holder;
+use crate::dir::LockDir;
+use crate::error::{LockError, Op, Result};
+use crate::tempfile::random_u64;
+
+/// How long to keep trying for a busy lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Fail at once with [`LockError::Busy`].
+    NoWait,
+    /// Give up with [`LockError::Busy`] after this many waits.
+    Retries(u32),
+    /// Give up with [`LockError::Timeout`] at this instant.
+    Until(Instant),
+    /// Wait as long as it takes.
+    Forever,
+}
+
+impl Wait {
+    /// A deadline `timeout` from now.
+    pub fn timeout(timeout: Duration) -> Wait {
+        match Instant::now().checked_add(timeout) {
+            Some(at) => Wait::Until(at),
+            None => Wait::Forever,
+        }
+    }
+}
+
+/// Backoff bounds: the first pause and the longest one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    /// 1 ms doubling up to 100 ms: a hand-off is seen within a few ms even
+    /// without inotify (NFS), and a waiter costs at most ten polls a second.
+    fn default() -> Self {
+        Backoff {
+            first: Duration::from_millis(1),
+            max: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The waiting state of one acquisition.
+#[derive(Debug)]
+pub(crate) struct Waiter<'a> {
+    wait: Wait,
+    backoff: Backoff,
+    next: Duration,
+    waits: u32,
+    dir: &'a LockDir,
+    name: &'a OsStr,
+    inotify: Option<Inotify>,
+    inotify_tried: bool,
+    interrupt: Option<Arc<OwnedFd>>,
+}
+
+impl<'a> Waiter<'a> {
+    pub fn new(
+        dir: &'a LockDir,
+        name: &'a OsStr,
+        wait: Wait,
+        backoff: Backoff,
+        interrupt: Option<Arc<OwnedFd>>,
+    ) -> Waiter<'a> {
+        Waiter {
+            wait,
+            backoff,
+            next: backoff.first,
+            waits: 0,
+            dir,
+            name,
+            inotify: None,
+            inotify_tried: false,
+            interrupt,
+        }
+    }
+
+    /// Pause before the next attempt, or give up with the error the
+    /// caller's wait policy calls for.
+    pub fn pause(&mut self, holder: Option<Holder>) -> Result<()> {
+        let pause = self.jittered();
+        let pause = match self.wait {
+            Wait::NoWait => return Err(LockError::Busy { holder }),
+            Wait::Retries(n) if self.waits >= n => return Err(LockError::Busy { holder }),
+            Wait::Retries(_) | Wait::Forever => pause,
+            Wait::Until(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(LockError::Timeout { holder });
+                }
+                pause.min(left)
+            }
+        };
+        self.waits += 1;
+        self.next = (self.next * 2).min(self.backoff.max);
+        self.sleep(pause)
+    }
+
+    /// A pause between half and all of the current step, so waiters that
+    /// started together spread out.
+    fn jittered(&self) -> Duration {
+        let step = self.next.as_nanos() as u64;
+        let half = step / 2;
+        Duration::from_nanos(half + random_u64() % (step - half).max(1))
+    }
+
+    fn watch(&mut self) {
+        if self.inotify_tried {
+            return;
+        }
+        self.inotify_tried = true;
+        let Ok(inotify) = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) else {
+            return;
+        };
+        let mask =
+            AddWatchFlags::IN_DELETE | AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_ONLYDIR;
+        if inotify
+            .add_watch(self.dir.proc_path().as_str(), mask)
+            .is_ok()
+        {
+            self.inotify = Some(inotify);
+        }
+    }
+
+    /// Sleep for `pause`, or less when the lock name is removed or the
+    /// interrupt descriptor becomes readable.
+    fn sleep(&mut self, pause: Duration) -> Result<()> {
+        self.watch();
+        let until = Instant::now() + pause;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let mut fds = Vec::with_capacity(2);
+            if let Some(i) = &self.inotify {
+                fds.push(PollFd::new(i.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(fd) = &self.interrupt {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
+            let ms = PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, ms) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(errno) => {
+                    return Err(LockError::Io {
+                        op: Op::Wait,
+                        errno,
+                    })
+                }
+            }
+            let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+            let interrupt_ready = self.interrupt.is_some() && fds.last().is_some_and(ready);
+            let inotify_ready = self.inotify.is_some() && fds.first().is_some_and(ready);
+            drop(fds);
+            if interrupt_ready {
+                return Err(LockError::Interrupted);
+            }
+            if inotify_ready && self.lock_name_removed() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Drain inotify; true if one of the events was about our lock name.
+    fn lock_name_removed(&self) -> bool {
+        let Some(inotify) = &self.inotify else {
+            return false;
+        };
+        let mut hit = false;
+        while let Ok(events) = inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            hit |= events.iter().any(|e| {
+                e.name.as_deref() == Some(self.name)
+                    || e.mask.contains(AddWatchFlags::IN_Q_OVERFLOW)
+            });
+        }
+        hit
+    }
+}
