@@ -113,6 +113,8 @@ pub struct FileVersion {
     pub id: FileId,
     pub mtime: SystemTime,
     pub size: i64,
+    /// The file's owner (who made the lock, for locks made by name).
+    pub uid: u32,
 }
 
 impl FileVersion {
@@ -121,6 +123,7 @@ impl FileVersion {
             id: FileId::of(st),
             mtime: mtime(st),
             size: st.st_size,
+            uid: st.st_uid,
         }
     }
 }

@@ -322,19 +322,19 @@ impl Drop for Dotlock {
 }
 
 /// Remove a lock by name that this process did not acquire (`unlock` in
-/// scripts): only when `owned(content)` agrees, re-verified right before
+/// scripts): only when `owned(content, owner_uid)` agrees, re-verified right before
 /// removal as when breaking a stale lock.
 pub fn remove_by_name(
     dir: &LockDir,
     name: &OsStr,
     opts: &Options,
-    owned: impl Fn(&LockContent) -> bool,
+    owned: impl Fn(&LockContent, u32) -> bool,
 ) -> Result<()> {
     validate_name(name)?;
     let Some(existing) = inspect(dir, name)? else {
         return Err(LockError::NotOurs);
     };
-    if !owned(&existing.content) {
+    if !owned(&existing.content, existing.version.uid) {
         return Err(LockError::NotOurs);
     }
     match break_stale(dir, name, &existing, opts.privilege.as_deref())? {
@@ -344,18 +344,18 @@ pub fn remove_by_name(
 }
 
 /// Refresh a lock by name that this process did not acquire (`touch` in
-/// scripts): only when `owned(content)` agrees. The timestamp is set
+/// scripts): only when `owned(content, owner_uid)` agrees. The timestamp is set
 /// through the descriptor that was checked, so no other file is touched.
 pub fn touch_by_name(
     dir: &LockDir,
     name: &OsStr,
-    owned: impl Fn(&LockContent) -> bool,
+    owned: impl Fn(&LockContent, u32) -> bool,
 ) -> Result<()> {
     validate_name(name)?;
     let Some((Some(fd), existing)) = open_lock(dir, name)? else {
         return Err(LockError::NotOurs);
     };
-    if !owned(&existing.content) {
+    if !owned(&existing.content, existing.version.uid) {
         return Err(LockError::NotOurs);
     }
     futimens(&fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)
