@@ -1,0 +1,182 @@
+//! The command line, as clap types (also the source of the man page).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use spoollock::{own_mailbox, Error, LockTarget, Wait};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  success; for `check`: a valid lock is held
+  1  `check`: no valid lock (free or stale)
+  2  usage error (bad option, no PATH, mailbox not found)
+  3  busy: the lock is held by someone else (--no-wait, --retries or --timeout ran out)
+  4  permission denied (directory not writable, helper missing)
+  5  other error (I/O, the lock name is a symlink, ...)
+  6  `unlock`/`touch`: the lock is absent or not yours
+`run` exits with the command's status once the command has started
+(128+N if it was killed by signal N).";
+
+/// Lock a mailbox (or any file) with an NFS-safe dotlock.
+#[derive(Debug, Parser)]
+#[command(name = "spoollock", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Lock, run COMMAND with the lock held and refreshed, release; exit
+    /// with COMMAND's status.
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Create the lock and leave it (remove it with `unlock`).
+    #[command(after_help = EXIT_CODES)]
+    Lock {
+        #[command(flatten)]
+        common: Common,
+        /// Write the parent's pid (the calling script) into the lock, so it
+        /// is stale as soon as the script is gone; default: no pid, the lock
+        /// goes stale only by age.
+        #[arg(short = 'p', long)]
+        parent_pid: bool,
+    },
+    /// Remove a lock made with `lock` (only your own).
+    #[command(after_help = EXIT_CODES)]
+    Unlock {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Refresh a lock made with `lock` (only your own).
+    #[command(after_help = EXIT_CODES)]
+    Touch {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Exit 0 if a valid (not stale) lock is held, 1 if not.
+    #[command(after_help = EXIT_CODES)]
+    Check {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+impl Command {
+    pub fn common(&self) -> &Common {
+        match self {
+            Command::Run { common, .. }
+            | Command::Lock { common, .. }
+            | Command::Unlock { common }
+            | Command::Touch { common }
+            | Command::Check { common } => common,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// The file to protect; the lock is PATH.lock.
+    #[arg(value_name = "PATH", required_unless_present_any = ["mailbox", "lock_file"])]
+    pub path: Option<PathBuf>,
+    /// Lock your own spool mailbox (/var/mail/LOGIN) instead of PATH.
+    #[arg(short = 'm', long, conflicts_with_all = ["path", "lock_file"])]
+    pub mailbox: bool,
+    /// Use this exact lock file name instead of PATH.lock.
+    #[arg(short = 'l', long, value_name = "LOCKFILE", conflicts_with = "path")]
+    pub lock_file: Option<PathBuf>,
+    /// Give up after waiting this long (e.g. 500ms, 10s, 2m).
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = parse_duration,
+          conflicts_with_all = ["retries", "no_wait"])]
+    pub timeout: Option<Duration>,
+    /// Give up after this many waits.
+    #[arg(short = 'r', long, value_name = "N", conflicts_with = "no_wait")]
+    pub retries: Option<u32>,
+    /// Fail at once if the lock is held.
+    #[arg(short = 'n', long)]
+    pub no_wait: bool,
+    /// A lock not refreshed for this long is stale and may be removed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "300s")]
+    pub stale_age: Duration,
+    /// Print nothing, not even errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Say what happens, and while waiting who holds the lock.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+impl Common {
+    pub fn wait(&self) -> Wait {
+        if self.no_wait {
+            Wait::NoWait
+        } else if let Some(n) = self.retries {
+            Wait::Retries(n)
+        } else if let Some(t) = self.timeout {
+            Wait::timeout(t)
+        } else {
+            Wait::Forever
+        }
+    }
+
+    pub fn target(&self) -> Result<LockTarget, Error> {
+        if self.mailbox {
+            return LockTarget::for_file(&own_mailbox()?);
+        }
+        if let Some(lock) = &self.lock_file {
+            return LockTarget::lock_file(lock);
+        }
+        match &self.path {
+            Some(path) => LockTarget::for_file(path),
+            None => Err(Error::BadPath("no PATH given".into())),
+        }
+    }
+}
+
+/// `10`, `10s`, `1.5s`, `500ms`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 500ms, 10s, 2m)"))?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("unknown unit `{unit}` (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|_| format!("`{s}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,159 @@
+//! `spoollock`: lock a mailbox (or any file) from the command line.
+
+mod cli;
+mod run;
+
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::Parser;
+use nix::unistd::getuid;
+use spoollock::{
+    lock_state, Error, Event, LockError, LockGuard, LockOptions, LockState, LockTarget, PidMode,
+};
+use spoollock_lockfile::{remove_by_name, touch_by_name, LockDir, Options};
+
+use cli::{Cli, Command, Common};
+
+/// Exit statuses, documented in `--help` and the README.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// `check`: no valid lock is held (free or stale).
+    pub const NOT_HELD: u8 = 1;
+    /// Bad command line (clap uses the same code).
+    pub const USAGE: u8 = 2;
+    /// The lock is held by someone else (`--no-wait`, retries or timeout ran out).
+    pub const BUSY: u8 = 3;
+    /// Permission denied (directory not writable, helper missing).
+    pub const PERMISSION: u8 = 4;
+    /// Any other error (I/O, bad path, lock file is a symlink...).
+    pub const ERROR: u8 = 5;
+    /// `unlock`/`touch`: the lock is not ours (absent, replaced, another user's).
+    pub const NOT_OURS: u8 = 6;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let common = cli.command.common().clone();
+    match dispatch(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if !common.quiet {
+                eprintln!("spoollock: {e}");
+            }
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Lock(LockError::Busy { .. } | LockError::Timeout { .. }) => exit::BUSY,
+        Error::Lock(LockError::Permission { .. }) | Error::Helper(_) => exit::PERMISSION,
+        Error::Lock(LockError::NotOurs) => exit::NOT_OURS,
+        Error::BadPath(_) | Error::NoMailbox(_) => exit::USAGE,
+        _ => exit::ERROR,
+    }
+}
+
+fn dispatch(command: Command) -> Result<u8, Error> {
+    match command {
+        Command::Run { common, command } => {
+            let target = common.target()?;
+            let guard = LockGuard::acquire_target(&target, &options(&common, &target)?)?;
+            let status = run::run_with_lock(&command);
+            let released = guard.release();
+            let code = status?;
+            released?;
+            Ok(code)
+        }
+        Command::Lock { common, parent_pid } => {
+            let target = common.target()?;
+            let mut opts = options(&common, &target)?;
+            opts.keep_alive = None;
+            opts.pid_mode = if parent_pid {
+                PidMode::Parent
+            } else {
+                PidMode::None
+            };
+            LockGuard::acquire_target(&target, &opts)?.leak();
+            say(&common, format_args!("locked {}", target.path().display()));
+            Ok(exit::OK)
+        }
+        Command::Unlock { common } => {
+            let target = common.target()?;
+            let dir = LockDir::open(&target.dir)?;
+            remove_by_name(&dir, &target.name, &Options::default(), is_mine)?;
+            say(&common, format_args!("unlocked {}", target.path().display()));
+            Ok(exit::OK)
+        }
+        Command::Touch { common } => {
+            let target = common.target()?;
+            let dir = LockDir::open(&target.dir)?;
+            touch_by_name(&dir, &target.name, is_mine)?;
+            Ok(exit::OK)
+        }
+        Command::Check { common } => {
+            let target = common.target()?;
+            let state = lock_state(&target, &options(&common, &target)?)?;
+            let path = target.path();
+            match state {
+                LockState::Held(holder) => {
+                    say(&common, format_args!("{}: held by {holder}", path.display()));
+                    Ok(exit::OK)
+                }
+                LockState::Stale(holder, why) => {
+                    say(&common, format_args!("{}: stale ({why}): {holder}", path.display()));
+                    Ok(exit::NOT_HELD)
+                }
+                LockState::Free => {
+                    say(&common, format_args!("{}: not locked", path.display()));
+                    Ok(exit::NOT_HELD)
+                }
+            }
+        }
+    }
+}
+
+/// Locks made by name belong to the user who created the file; root may
+/// remove any, as with `rm`.
+fn is_mine(_: &spoollock_lockfile::LockContent, owner: u32) -> bool {
+    owner == getuid().as_raw() || getuid().is_root()
+}
+
+fn say(common: &Common, what: std::fmt::Arguments<'_>) {
+    if common.verbose && !common.quiet {
+        eprintln!("spoollock: {what}");
+    }
+}
+
+fn options(common: &Common, target: &LockTarget) -> Result<LockOptions, Error> {
+    let mut opts = LockOptions {
+        wait: common.wait(),
+        stale_age: common.stale_age,
+        keep_alive: Some(common.stale_age / 4),
+        ..LockOptions::default()
+    };
+    if common.verbose && !common.quiet {
+        let path = target.path();
+        opts.observer = Some(std::sync::Arc::new(move |event: &Event| match event {
+            Event::Waiting(holder) => {
+                let age = SystemTime::now()
+                    .duration_since(holder.mtime)
+                    .map(|d| format!("{}s ago", d.as_secs()))
+                    .unwrap_or_else(|_| "in the future".into());
+                eprintln!(
+                    "spoollock: waiting for {}: held by {holder}, last refreshed {age}",
+                    path.display()
+                );
+            }
+            Event::BrokeStale(holder, why) => {
+                eprintln!(
+                    "spoollock: removed stale lock {} ({why}): {holder}",
+                    path.display()
+                );
+            }
+        }));
+    }
+    Ok(opts)
+}
