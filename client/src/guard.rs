@@ -156,9 +156,8 @@ impl LockGuard {
         let Some(lock) = self.lock.take() else {
             return Ok(());
         };
-        let lock = Arc::try_unwrap(lock).map_err(|_| {
-            Error::Helper("internal: keep-alive still holds the lock".to_string())
-        })?;
+        let lock = Arc::try_unwrap(lock)
+            .map_err(|_| Error::Helper("internal: keep-alive still holds the lock".to_string()))?;
         Ok(lock.release()?)
     }
 

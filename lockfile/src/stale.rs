@@ -62,13 +62,17 @@ impl std::fmt::Display for StaleReason {
 
 /// A lock file as found: which version of which file, and what it said.
 #[derive(Debug, Clone)]
-pub(crate) struct Existing {
+pub struct Existing {
+    /// Identity, mtime, size and owner of the file that was read.
     pub version: FileVersion,
+    /// Its first [`MAX_CONTENT`] bytes.
     pub raw: Vec<u8>,
+    /// What they say.
     pub content: LockContent,
 }
 
 impl Existing {
+    /// The holder as a public summary.
     pub fn holder(&self) -> Holder {
         Holder {
             content: self.content.clone(),
@@ -79,7 +83,7 @@ impl Existing {
 
 /// Read the lock at `name`: `None` if there is none. A symlink or any
 /// non-regular file is an error; spoollock never follows or replaces one.
-pub(crate) fn inspect(dir: &LockDir, name: &OsStr) -> Result<Option<Existing>> {
+pub fn inspect(dir: &LockDir, name: &OsStr) -> Result<Option<Existing>> {
     open_lock(dir, name).map(|found| found.map(|(_, existing)| existing))
 }
 
@@ -185,7 +189,7 @@ pub fn judge(
 
 /// Outcome of a break attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Broke {
+pub enum Broke {
     /// We removed the stale lock.
     Removed,
     /// Someone else got there first, or the lock changed: look again.
@@ -194,16 +198,31 @@ pub(crate) enum Broke {
 
 /// Remove `judged` from `name`, if and only if it is still that version.
 /// See the module documentation for the protocol and its residual window.
-pub(crate) fn break_stale(
+pub fn break_stale(
     dir: &LockDir,
     name: &OsStr,
     judged: &Existing,
     privilege: Option<&dyn Privilege>,
 ) -> Result<Broke> {
+    break_stale_interleaved(dir, name, judged, privilege, &mut || {})
+}
+
+/// [`break_stale`] with `between` run after the re-check and before the
+/// rename: tests use it to force the interleavings the protocol must
+/// survive. Not for other uses.
+#[doc(hidden)]
+pub fn break_stale_interleaved(
+    dir: &LockDir,
+    name: &OsStr,
+    judged: &Existing,
+    privilege: Option<&dyn Privilege>,
+    between: &mut dyn FnMut(),
+) -> Result<Broke> {
     match absent_ok(dir.stat(name), Op::Stat)? {
         Some(st) if FileVersion::of(&st) == judged.version => {}
         _ => return Ok(Broke::Changed),
     }
+    between();
     let aside = temp_name(".stale");
     let moved = with_raised(privilege, || renameat(dir, name, dir, aside.as_os_str()));
     // Decide by what is at the private name, not by rename's return value

@@ -1,7 +1,17 @@
 //! `spoollock`: lock a mailbox (or any file) from the command line.
 
+/// Write a line to stderr, ignoring failure: a full disk or an
+/// RLIMIT_FSIZE on a redirected stderr must not turn an error into a panic.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod run;
+mod system;
 
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -33,13 +43,14 @@ pub mod exit {
 }
 
 fn main() -> ExitCode {
+    system::ignore_file_size_signal();
     let cli = Cli::parse();
     let common = cli.command.common().clone();
     match dispatch(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             if !common.quiet {
-                eprintln!("spoollock: {e}");
+                report!("spoollock: {e}");
             }
             ExitCode::from(exit_code(&e))
         }
@@ -84,7 +95,10 @@ fn dispatch(command: Command) -> Result<u8, Error> {
             let target = common.target()?;
             let dir = LockDir::open(&target.dir)?;
             remove_by_name(&dir, &target.name, &Options::default(), is_mine)?;
-            say(&common, format_args!("unlocked {}", target.path().display()));
+            say(
+                &common,
+                format_args!("unlocked {}", target.path().display()),
+            );
             Ok(exit::OK)
         }
         Command::Touch { common } => {
@@ -99,11 +113,17 @@ fn dispatch(command: Command) -> Result<u8, Error> {
             let path = target.path();
             match state {
                 LockState::Held(holder) => {
-                    say(&common, format_args!("{}: held by {holder}", path.display()));
+                    say(
+                        &common,
+                        format_args!("{}: held by {holder}", path.display()),
+                    );
                     Ok(exit::OK)
                 }
                 LockState::Stale(holder, why) => {
-                    say(&common, format_args!("{}: stale ({why}): {holder}", path.display()));
+                    say(
+                        &common,
+                        format_args!("{}: stale ({why}): {holder}", path.display()),
+                    );
                     Ok(exit::NOT_HELD)
                 }
                 LockState::Free => {
@@ -123,7 +143,7 @@ fn is_mine(_: &spoollock_lockfile::LockContent, owner: u32) -> bool {
 
 fn say(common: &Common, what: std::fmt::Arguments<'_>) {
     if common.verbose && !common.quiet {
-        eprintln!("spoollock: {what}");
+        report!("spoollock: {what}");
     }
 }
 
@@ -142,13 +162,13 @@ fn options(common: &Common, target: &LockTarget) -> Result<LockOptions, Error> {
                     .duration_since(holder.mtime)
                     .map(|d| format!("{}s ago", d.as_secs()))
                     .unwrap_or_else(|_| "in the future".into());
-                eprintln!(
+                report!(
                     "spoollock: waiting for {}: held by {holder}, last refreshed {age}",
                     path.display()
                 );
             }
             Event::BrokeStale(holder, why) => {
-                eprintln!(
+                report!(
                     "spoollock: removed stale lock {} ({why}): {holder}",
                     path.display()
                 );

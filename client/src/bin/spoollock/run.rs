@@ -37,11 +37,13 @@ pub fn run_with_lock(argv: &[OsString]) -> Result<u8, Error> {
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous))
         .map_err(|e| Error::Io(e.into()))?;
 
+    crate::system::default_file_size_signal();
     let spawned = Command::new(program).args(args).spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            let _ = nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+            let _ =
+                nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
             return Err(Error::Io(std::io::Error::new(
                 e.kind(),
                 format!("cannot run {}: {e}", program.to_string_lossy()),

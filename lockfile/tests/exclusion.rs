@@ -1,0 +1,140 @@
+//! Mutual exclusion under contention: 8 processes x 200 cycles of
+//! lock -> append a record -> release, starting from a stale lock left by
+//! a dead process. Every record must be present exactly once and the hold
+//! intervals (monotonic clock, shared by all processes) must never overlap.
+//!
+//! The append is deliberately not atomic (read the size, yield, write at
+//! that offset), so two holders at once lose records.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::{assert_no_temp_files, Scratch};
+use nix::time::{clock_gettime, ClockId};
+use spoollock_lockfile::{acquire, content_for, LockDir, Options, PidMode};
+
+const WORKERS: usize = 8;
+const CYCLES: usize = 200;
+const WORKER_ENV: &str = "SPOOLLOCK_TEST_EXCLUSION_WORKER";
+
+fn monotonic_ns() -> u128 {
+    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128
+}
+
+/// Runs only in the child processes the main test starts.
+#[test]
+fn exclusion_worker() {
+    let Ok(spec) = std::env::var(WORKER_ENV) else {
+        return;
+    };
+    let (dir, id) = spec.split_once('|').unwrap();
+    let dir = Path::new(dir);
+    let lock_dir = LockDir::open(dir).unwrap();
+    let data = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("data"))
+        .unwrap();
+    let mut intervals = String::new();
+    for seq in 0..CYCLES {
+        let lock = acquire(&lock_dir, "data.lock".as_ref(), &Options::default()).unwrap();
+        let start = monotonic_ns();
+        let end_of_file = data.metadata().unwrap().len();
+        std::thread::yield_now();
+        data.write_at(format!("{id} {seq}\n").as_bytes(), end_of_file)
+            .unwrap();
+        let end = monotonic_ns();
+        lock.release().unwrap();
+        intervals.push_str(&format!("{start} {end}\n"));
+    }
+    std::fs::write(dir.join(format!("intervals.{id}")), intervals).unwrap();
+}
+
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn eight_processes_never_hold_the_lock_together() {
+    if std::env::var_os(WORKER_ENV).is_some() {
+        return;
+    }
+    let scratch = Scratch::new("exclusion");
+    let dir = scratch.path();
+    std::fs::write(dir.join("data"), b"").unwrap();
+    // Start from a stale lock of a dead process on this host: the workers
+    // race to break it.
+    std::fs::write(
+        dir.join("data.lock"),
+        content_for(PidMode::Pid(dead_pid())).render(),
+    )
+    .unwrap();
+
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..WORKERS)
+        .map(|id| {
+            Command::new(&exe)
+                .args([
+                    "exclusion_worker",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(WORKER_ENV, format!("{}|{id}", dir.display()))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a worker failed");
+    }
+
+    let data = std::fs::read_to_string(dir.join("data")).unwrap();
+    let mut seen: HashMap<(usize, usize), usize> = HashMap::new();
+    for line in data.lines() {
+        let (w, s) = line.split_once(' ').expect("whole record");
+        *seen
+            .entry((w.parse().unwrap(), s.parse().unwrap()))
+            .or_default() += 1;
+    }
+    for w in 0..WORKERS {
+        for s in 0..CYCLES {
+            assert_eq!(seen.get(&(w, s)), Some(&1), "record ({w}, {s})");
+        }
+    }
+    assert_eq!(seen.len(), WORKERS * CYCLES);
+
+    let mut intervals: Vec<(u128, u128)> = (0..WORKERS)
+        .flat_map(|id| {
+            std::fs::read_to_string(dir.join(format!("intervals.{id}")))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let (a, b) = l.split_once(' ').unwrap();
+                    (a.parse().unwrap(), b.parse().unwrap())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(intervals.len(), WORKERS * CYCLES);
+    intervals.sort();
+    for pair in intervals.windows(2) {
+        assert!(
+            pair[0].1 < pair[1].0,
+            "hold intervals overlap: {:?} and {:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    assert!(!dir.join("data.lock").exists());
+    assert_no_temp_files(dir);
+}

@@ -1,0 +1,251 @@
+//! Stale locks: a holder killed with SIGKILL, locks from other hosts and
+//! other tools, clock skew, and two breakers racing on one stale lock.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{age_file, assert_no_temp_files, listing, Scratch};
+use spoollock_lockfile::stale::{break_stale, break_stale_interleaved, inspect, Broke};
+use spoollock_lockfile::{
+    acquire, check, content_for, LockDir, LockError, LockState, Options, PidMode, StaleReason, Wait,
+};
+
+const HOLDER_ENV: &str = "SPOOLLOCK_TEST_HOLDER";
+const LOCK: &str = "box.lock";
+
+fn name() -> &'static OsStr {
+    OsStr::new(LOCK)
+}
+
+fn no_wait() -> Options {
+    Options {
+        wait: Wait::NoWait,
+        ..Options::default()
+    }
+}
+
+/// Runs only in the child the SIGKILL test starts: take the lock, say so,
+/// and hold it until killed.
+#[test]
+fn holder_process() {
+    let Ok(dir) = std::env::var(HOLDER_ENV) else {
+        return;
+    };
+    let dir = LockDir::open(dir.as_ref()).unwrap();
+    let lock = acquire(&dir, name(), &Options::default()).unwrap();
+    println!("HELD");
+    std::thread::sleep(std::time::Duration::from_secs(3600));
+    drop(lock);
+}
+
+#[test]
+fn lock_of_a_killed_holder_is_broken_at_once() {
+    if std::env::var_os(HOLDER_ENV).is_some() {
+        return;
+    }
+    let scratch = Scratch::new("killed");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "holder_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOLDER_ENV, scratch.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("HELD") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "holder exited early");
+    }
+    let dir = LockDir::open(scratch.path()).unwrap();
+    assert!(matches!(
+        check(&dir, name(), &no_wait()).unwrap(),
+        LockState::Held(_)
+    ));
+    assert!(acquire(&dir, name(), &no_wait()).unwrap_err().is_busy());
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    match check(&dir, name(), &no_wait()).unwrap() {
+        LockState::Stale(_, StaleReason::DeadProcess) => {}
+        other => panic!("expected stale (dead process), got {other:?}"),
+    }
+    // Without waiting: the dead holder's lock is broken on the spot.
+    let lock = acquire(&dir, name(), &no_wait()).unwrap();
+    assert!(lock.is_held().unwrap());
+    lock.release().unwrap();
+    assert_eq!(listing(scratch.path()), Vec::<String>::new());
+}
+
+fn plant(scratch: &Scratch, content: &[u8], secs_ago: i64) {
+    let path = scratch.path().join(LOCK);
+    std::fs::write(&path, content).unwrap();
+    age_file(&path, secs_ago);
+}
+
+#[test]
+fn other_hosts_locks_go_stale_only_by_age() {
+    let scratch = Scratch::new("otherhost");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    let foreign = b"4242\nhost=elsewhere.example\nboot=abc\nstart=1\n";
+
+    plant(&scratch, foreign, 10);
+    assert!(matches!(
+        check(&dir, name(), &no_wait()).unwrap(),
+        LockState::Held(_)
+    ));
+    let err = acquire(&dir, name(), &no_wait()).unwrap_err();
+    assert_eq!(
+        err.holder().unwrap().content.host.as_deref(),
+        Some("elsewhere.example")
+    );
+    assert_eq!(err.liblockfile_code(), 4);
+
+    plant(&scratch, foreign, 301);
+    assert!(matches!(
+        check(&dir, name(), &no_wait()).unwrap(),
+        LockState::Stale(_, StaleReason::Age)
+    ));
+    acquire(&dir, name(), &no_wait())
+        .unwrap()
+        .release()
+        .unwrap();
+    assert_no_temp_files(scratch.path());
+}
+
+#[test]
+fn other_tools_locks_are_judged_by_age() {
+    let scratch = Scratch::new("othertools");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    for content in [
+        &b""[..],
+        b"0\n",
+        b"12345\n",
+        b"12345",
+        b"12345:otherhost",
+        b"\xff\xfe garbage",
+    ] {
+        plant(&scratch, content, 5);
+        assert!(
+            acquire(&dir, name(), &no_wait()).unwrap_err().is_busy(),
+            "{content:?}"
+        );
+        plant(&scratch, content, 400);
+        acquire(&dir, name(), &no_wait())
+            .unwrap()
+            .release()
+            .unwrap();
+    }
+    // A custom stale age applies.
+    plant(&scratch, b"1\n", 20);
+    let short = Options {
+        stale_age: std::time::Duration::from_secs(10),
+        ..no_wait()
+    };
+    acquire(&dir, name(), &short).unwrap().release().unwrap();
+}
+
+#[test]
+fn a_lock_from_the_future_is_not_stale() {
+    // The server's clock is ahead of ours, or it was touched by hand: the
+    // lock is young, not ancient.
+    let scratch = Scratch::new("future");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    plant(&scratch, b"4242\nhost=elsewhere.example\n", -3600);
+    assert!(matches!(
+        check(&dir, name(), &no_wait()).unwrap(),
+        LockState::Held(_)
+    ));
+    assert!(acquire(&dir, name(), &no_wait()).unwrap_err().is_busy());
+}
+
+#[test]
+fn a_reused_pid_is_detected_by_its_start_time() {
+    let scratch = Scratch::new("reused");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    // Our own pid, this host and boot, but another start time: the process
+    // that made the lock is gone and the pid now names us.
+    let mut content = content_for(PidMode::Own);
+    content.start = content.start.map(|s| s + 12345);
+    plant(&scratch, &content.render(), 1);
+    assert!(matches!(
+        check(&dir, name(), &no_wait()).unwrap(),
+        LockState::Stale(_, StaleReason::PidReused)
+    ));
+    acquire(&dir, name(), &no_wait())
+        .unwrap()
+        .release()
+        .unwrap();
+}
+
+#[test]
+fn racing_breakers_never_remove_the_winners_lock() {
+    let scratch = Scratch::new("breakers");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    plant(&scratch, b"4242\nhost=elsewhere.example\n", 1000);
+
+    // A and B both judge the same lock stale.
+    let seen_by_a = inspect(&dir, name()).unwrap().unwrap();
+    let seen_by_b = inspect(&dir, name()).unwrap().unwrap();
+    // A breaks it, and a new holder C takes the lock.
+    assert_eq!(
+        break_stale(&dir, name(), &seen_by_a, None).unwrap(),
+        Broke::Removed
+    );
+    let c = acquire(&dir, name(), &no_wait()).unwrap();
+    // B, late, acts on what it saw: it must leave C's lock alone.
+    assert_eq!(
+        break_stale(&dir, name(), &seen_by_b, None).unwrap(),
+        Broke::Changed
+    );
+    assert!(c.is_held().unwrap());
+    assert!(acquire(&dir, name(), &no_wait()).unwrap_err().is_busy());
+    c.release().unwrap();
+    assert_eq!(listing(scratch.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_breaker_overtaken_after_its_check_puts_the_new_lock_back() {
+    let scratch = Scratch::new("overtaken");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    plant(&scratch, b"4242\nhost=elsewhere.example\n", 1000);
+    let judged = inspect(&dir, name()).unwrap().unwrap();
+
+    // Between B's re-check and its rename, the stale lock is removed by
+    // someone else and C takes the lock.
+    let mut c = None;
+    let broke = break_stale_interleaved(&dir, name(), &judged, None, &mut || {
+        std::fs::remove_file(scratch.path().join(LOCK)).unwrap();
+        c = Some(acquire(&dir, name(), &no_wait()).unwrap());
+    })
+    .unwrap();
+    let c = c.unwrap();
+    assert_eq!(broke, Broke::Changed);
+    // C's lock is back under its name, same inode: C still holds it.
+    assert!(c.is_held().unwrap());
+    assert_eq!(listing(scratch.path()), vec![LOCK.to_string()]);
+    assert!(acquire(&dir, name(), &no_wait()).unwrap_err().is_busy());
+    c.release().unwrap();
+    assert_eq!(listing(scratch.path()), Vec::<String>::new());
+}
+
+#[test]
+fn release_and_touch_refuse_a_lock_that_is_no_longer_ours() {
+    let scratch = Scratch::new("notours");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    let lock = acquire(&dir, name(), &no_wait()).unwrap();
+    // Someone removes our lock and takes it.
+    std::fs::remove_file(scratch.path().join(LOCK)).unwrap();
+    let other = acquire(&dir, name(), &no_wait()).unwrap();
+    assert_eq!(lock.touch(), Err(LockError::NotOurs));
+    assert_eq!(lock.release(), Err(LockError::NotOurs));
+    assert!(other.is_held().unwrap(), "the other holder's lock survived");
+    other.release().unwrap();
+}
