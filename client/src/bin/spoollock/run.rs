@@ -32,13 +32,16 @@ pub fn run_with_lock(argv: &[OsString]) -> Result<u8, Error> {
         forwarded.add(sig);
     }
     // Blocked here, these signals wait for the forwarding thread; the child
-    // starts with an empty mask (std resets it before exec).
+    // starts with an empty mask.
     let mut previous = SigSet::empty();
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut previous))
         .map_err(|e| Error::Io(e.into()))?;
 
     crate::system::default_file_size_signal();
-    let spawned = Command::new(program).args(args).spawn();
+    let mut command = Command::new(program);
+    command.args(args);
+    crate::system::unblock_signals_in_child(&mut command);
+    let spawned = command.spawn();
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
