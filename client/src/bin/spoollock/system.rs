@@ -22,11 +22,11 @@ pub fn default_file_size_signal() {
 /// termination signals it forwards, and a blocked mask survives exec.
 pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
+    let empty = nix::sys::signal::SigSet::empty();
     // SAFETY: the closure runs in the child between fork and exec, where
     // only async-signal-safe calls are allowed; it makes exactly one,
     // pthread_sigmask (sigprocmask), on a set built before the fork, and
     // allocates nothing.
-    let empty = nix::sys::signal::SigSet::empty();
     unsafe {
         cmd.pre_exec(move || {
             nix::sys::signal::pthread_sigmask(
