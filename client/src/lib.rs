@@ -38,9 +38,14 @@
 
 mod error;
 mod guard;
+mod mailbox;
+pub mod mbox;
+pub mod record_lock;
 mod target;
 
 pub use error::{Error, LockError, Result};
 pub use guard::{lock_state, LockGuard, LockOptions};
+pub use mailbox::{MailboxLock, MailboxOptions, Order};
+pub use record_lock::{LockKind, RecordLockFlavor};
 pub use spoollock_lockfile::{Event, Holder, LockState, PidMode, StaleReason, Wait};
 pub use target::{login, own_mailbox, LockTarget, SPOOL_DIRS};

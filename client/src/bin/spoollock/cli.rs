@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use spoollock::{own_mailbox, Error, LockTarget, Wait};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use spoollock::{own_mailbox, Error, LockTarget, MailboxOptions, Order, Wait};
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -16,7 +16,9 @@ Exit status:
   5  other error (I/O, the lock name is a symlink, ...)
   6  `unlock`/`touch`: the lock is absent or not yours
 `run` exits with the command's status once the command has started
-(128+N if it was killed by signal N).";
+(128+N if it was killed by signal N). `deliver` exits 75 (EX_TEMPFAIL)
+when the message could not be delivered for a reason that may pass
+(busy, I/O error, disk full): the mailbox is then unchanged.";
 
 /// Lock a mailbox (or any file) with an NFS-safe dotlock.
 #[derive(Debug, Parser)]
@@ -34,9 +36,24 @@ pub enum Command {
     Run {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        locks: Locks,
         /// The command and its arguments (after `--`).
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<std::ffi::OsString>,
+    },
+    /// Append the message on standard input to the mailbox in mbox format,
+    /// with both locks held; on failure the mailbox is left unchanged.
+    #[command(after_help = EXIT_CODES)]
+    Deliver {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        locks: Locks,
+        /// Envelope sender for the `From ` line (default: your login), used
+        /// when the message does not start with its own `From ` line.
+        #[arg(short = 'f', long, value_name = "SENDER")]
+        from: Option<String>,
     },
     /// Create the lock and leave it (remove it with `unlock`).
     #[command(after_help = EXIT_CODES)]
@@ -73,6 +90,7 @@ impl Command {
     pub fn common(&self) -> &Common {
         match self {
             Command::Run { common, .. }
+            | Command::Deliver { common, .. }
             | Command::Lock { common, .. }
             | Command::Unlock { common }
             | Command::Touch { common }
@@ -83,13 +101,14 @@ impl Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// The file to protect; the lock is PATH.lock.
+    /// The file to protect: the lock is PATH.lock, and `run` and `deliver`
+    /// also take an fcntl lock on PATH when it exists.
     #[arg(value_name = "PATH", required_unless_present_any = ["mailbox", "lock_file"])]
     pub path: Option<PathBuf>,
     /// Lock your own spool mailbox (/var/mail/LOGIN) instead of PATH.
     #[arg(short = 'm', long, conflicts_with_all = ["path", "lock_file"])]
     pub mailbox: bool,
-    /// Use this exact lock file name instead of PATH.lock.
+    /// Use this exact lock file name instead of PATH.lock (a dotlock only).
     #[arg(short = 'l', long, value_name = "LOCKFILE", conflicts_with = "path")]
     pub lock_file: Option<PathBuf>,
     /// Give up after waiting this long (e.g. 500ms, 10s, 2m).
@@ -113,6 +132,44 @@ pub struct Common {
     pub verbose: bool,
 }
 
+/// Which locks `run` and `deliver` take on the mailbox.
+#[derive(Debug, Clone, Args)]
+pub struct Locks {
+    /// Take only the dotlock (PATH.lock).
+    #[arg(long, conflicts_with = "fcntl_only")]
+    pub dotlock_only: bool,
+    /// Take only the fcntl lock on PATH.
+    #[arg(long)]
+    pub fcntl_only: bool,
+    /// Which lock to take first.
+    #[arg(long, value_enum, default_value = "fcntl,dotlock")]
+    pub order: OrderArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OrderArg {
+    #[value(name = "fcntl,dotlock")]
+    FcntlDotlock,
+    #[value(name = "dotlock,fcntl")]
+    DotlockFcntl,
+}
+
+impl Locks {
+    /// Mailbox options for these flags (the lock options are filled in
+    /// by the caller).
+    pub fn mailbox_options(&self) -> MailboxOptions {
+        MailboxOptions {
+            dotlock: !self.fcntl_only,
+            fcntl: !self.dotlock_only,
+            order: match self.order {
+                OrderArg::FcntlDotlock => Order::FcntlThenDotlock,
+                OrderArg::DotlockFcntl => Order::DotlockThenFcntl,
+            },
+            ..MailboxOptions::default()
+        }
+    }
+}
+
 impl Common {
     pub fn wait(&self) -> Wait {
         if self.no_wait {
@@ -123,6 +180,20 @@ impl Common {
             Wait::timeout(t)
         } else {
             Wait::Forever
+        }
+    }
+
+    /// The file named by PATH or `--mailbox` (not `--lock-file`).
+    pub fn mailbox_path(&self) -> Result<PathBuf, Error> {
+        if self.mailbox {
+            return own_mailbox();
+        }
+        match (&self.path, &self.lock_file) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(_)) => Err(Error::BadPath(
+                "--lock-file names no mailbox; give PATH or --mailbox".into(),
+            )),
+            (None, None) => Err(Error::BadPath("no PATH given".into())),
         }
     }
 

@@ -19,7 +19,8 @@ use std::time::SystemTime;
 use clap::Parser;
 use nix::unistd::getuid;
 use spoollock::{
-    lock_state, Error, Event, LockError, LockGuard, LockOptions, LockState, LockTarget, PidMode,
+    lock_state, Error, Event, LockError, LockGuard, LockOptions, LockState, LockTarget,
+    MailboxLock, PidMode,
 };
 use spoollock_lockfile::{remove_by_name, touch_by_name, LockDir, Options};
 
@@ -40,6 +41,74 @@ pub mod exit {
     pub const ERROR: u8 = 5;
     /// `unlock`/`touch`: the lock is not ours (absent, replaced, another user's).
     pub const NOT_OURS: u8 = 6;
+    /// `deliver`: not delivered, try again later (sysexits EX_TEMPFAIL).
+    pub const TEMPFAIL: u8 = 75;
+}
+
+struct DeliverFailed(u8);
+
+/// The locks `run` holds while its command runs.
+enum Held {
+    /// `--lock-file`: just that dotlock.
+    Dotlock(LockGuard),
+    /// PATH or `--mailbox`: the dotlock and/or fcntl lock on the mailbox.
+    Mailbox(MailboxLock),
+}
+
+impl Held {
+    fn release(self) -> Result<(), Error> {
+        match self {
+            Held::Dotlock(guard) => guard.release(),
+            Held::Mailbox(mailbox) => mailbox.release(),
+        }
+    }
+}
+
+fn hold_for_run(common: &Common, locks: &cli::Locks) -> Result<Held, Error> {
+    let target = common.target()?;
+    let lock_opts = options(common, &target)?;
+    if common.lock_file.is_some() {
+        return Ok(Held::Dotlock(LockGuard::acquire_target(
+            &target, &lock_opts,
+        )?));
+    }
+    let path = common.mailbox_path()?;
+    let mut opts = locks.mailbox_options();
+    opts.lock = lock_opts;
+    // fcntl needs the file; `run` does not create it.
+    opts.fcntl &= path.exists();
+    if !opts.fcntl && !opts.dotlock {
+        return Err(Error::BadPath(format!(
+            "{}: no such file to fcntl-lock",
+            path.display()
+        )));
+    }
+    Ok(Held::Mailbox(MailboxLock::open(&path, &opts)?))
+}
+
+/// `spoollock deliver`: the message from standard input, appended whole
+/// or not at all.
+fn deliver(common: &Common, locks: &cli::Locks, from: Option<String>) -> Result<u8, Error> {
+    use std::io::Read;
+    let path = common.mailbox_path()?;
+    let target = LockTarget::for_file(&path)?;
+    let mut message = Vec::new();
+    std::io::stdin().lock().read_to_end(&mut message)?;
+    let sender = match from {
+        Some(sender) => sender,
+        None => spoollock::login()?,
+    };
+    let mut opts = locks.mailbox_options();
+    opts.lock = options(common, &target)?;
+    opts.create = Some(0o600);
+    let mut mailbox = MailboxLock::open(&path, &opts)?;
+    mailbox.append(&message, &sender)?;
+    mailbox.release()?;
+    say(
+        common,
+        format_args!("delivered {} bytes to {}", message.len(), path.display()),
+    );
+    Ok(exit::OK)
 }
 
 fn main() -> ExitCode {
@@ -69,15 +138,36 @@ fn exit_code(e: &Error) -> u8 {
 
 fn dispatch(command: Command) -> Result<u8, Error> {
     match command {
-        Command::Run { common, command } => {
-            let target = common.target()?;
-            let guard = LockGuard::acquire_target(&target, &options(&common, &target)?)?;
+        Command::Run {
+            common,
+            locks,
+            command,
+        } => {
+            let held = hold_for_run(&common, &locks)?;
             let status = run::run_with_lock(&command);
-            let released = guard.release();
+            let released = held.release();
             let code = status?;
             released?;
             Ok(code)
         }
+        Command::Deliver {
+            common,
+            locks,
+            from,
+        } => deliver(&common, &locks, from)
+            .map_err(|e| {
+                if !common.quiet {
+                    report!("spoollock: message not delivered: {e}");
+                }
+                DeliverFailed(exit_code(&e))
+            })
+            .or_else(|DeliverFailed(code)| {
+                Ok(if code == exit::USAGE {
+                    code
+                } else {
+                    exit::TEMPFAIL
+                })
+            }),
         Command::Lock { common, parent_pid } => {
             let target = common.target()?;
             let mut opts = options(&common, &target)?;

@@ -1,0 +1,390 @@
+//! Locking an mbox the way mail programs do: a dotlock *and* an fcntl lock
+//! on the mailbox, so that it excludes programs that honour either.
+//!
+//! The two are taken in a configurable order (default fcntl, then dotlock,
+//! as Debian policy and Postfix), and never is one held while blocking on
+//! the other: if the second cannot be had at once, the first is released,
+//! the caller backs off (jittered, 1 ms doubling to 100 ms) and tries again
+//! within its deadline. Two programs using opposite orders therefore cannot
+//! deadlock. See [`crate::record_lock`] for which fcntl locks are used and
+//! the "closing a descriptor drops the lock" pitfall they avoid.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use spoollock_lockfile::{LockError, Wait};
+
+use crate::error::{Error, Result};
+use crate::guard::{LockGuard, LockOptions};
+use crate::mbox;
+use crate::record_lock::{self, LockKind, RecordLockFlavor};
+use crate::target::LockTarget;
+
+/// Which lock to take first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// fcntl, then the dotlock (Debian policy, Postfix, Dovecot's default
+    /// on Debian).
+    #[default]
+    FcntlThenDotlock,
+    /// The dotlock, then fcntl.
+    DotlockThenFcntl,
+}
+
+/// How to lock a mailbox.
+#[derive(Debug, Clone)]
+pub struct MailboxOptions {
+    /// Waiting, stale age, keep-alive and pid of the dotlock; the wait
+    /// policy also bounds the whole two-lock acquisition.
+    pub lock: LockOptions,
+    /// Which lock first.
+    pub order: Order,
+    /// Take the dotlock.
+    pub dotlock: bool,
+    /// Take the fcntl lock.
+    pub fcntl: bool,
+    /// Read (shared fcntl lock, read-only descriptor) or write. The dotlock
+    /// is exclusive either way: dotlocks have no shared mode.
+    pub kind: LockKind,
+    /// Create the mailbox with this mode if it does not exist.
+    pub create: Option<u32>,
+}
+
+impl Default for MailboxOptions {
+    fn default() -> Self {
+        MailboxOptions {
+            lock: LockOptions::default(),
+            order: Order::default(),
+            dotlock: true,
+            fcntl: true,
+            kind: LockKind::Write,
+            create: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Dotlock,
+    Fcntl,
+}
+
+/// A locked mailbox. Dropping it releases both locks, the one taken last
+/// first, also when unwinding from a panic.
+///
+/// ```
+/// use spoollock::{MailboxLock, MailboxOptions};
+/// # let dir = std::env::temp_dir().join(format!("sl-mbox-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("alice");
+/// let opts = MailboxOptions { create: Some(0o600), ..MailboxOptions::default() };
+/// let mut mailbox = MailboxLock::open(&path, &opts)?;
+/// mailbox.append(b"Subject: hi\n\nFrom now on, hello.\n", "bob@example.org")?;
+/// assert!(mailbox.size() > 0);
+/// drop(mailbox);
+/// let text = std::fs::read_to_string(&path).unwrap();
+/// assert!(text.starts_with("From bob@example.org "));
+/// assert!(text.contains("\n>From now on"));
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), spoollock::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct MailboxLock {
+    path: PathBuf,
+    // Field order is drop order: the dotlock guard goes before the file
+    // (whose close drops the fcntl lock) unless `Drop` already released
+    // both in reverse acquisition order.
+    dotlock: Option<LockGuard>,
+    record: Option<RecordLockFlavor>,
+    file: Option<File>,
+    taken: Vec<Which>,
+    size: u64,
+}
+
+impl MailboxLock {
+    /// Open (or create) `path` and lock it with the configured locks.
+    pub fn open(path: &Path, opts: &MailboxOptions) -> Result<MailboxLock> {
+        let target = LockTarget::for_file(path)?;
+        let file = open_mailbox(path, opts)?;
+        let mut order = match opts.order {
+            Order::FcntlThenDotlock => vec![Which::Fcntl, Which::Dotlock],
+            Order::DotlockThenFcntl => vec![Which::Dotlock, Which::Fcntl],
+        };
+        order.retain(|w| match w {
+            Which::Dotlock => opts.dotlock,
+            Which::Fcntl => opts.fcntl && file.is_some(),
+        });
+        let mut lock = MailboxLock {
+            path: path.to_owned(),
+            dotlock: None,
+            record: None,
+            file,
+            taken: Vec::new(),
+            size: 0,
+        };
+        lock.acquire_all(&target, &order, opts)?;
+        lock.size = match &lock.file {
+            // Through the locked descriptor: on NFS the fcntl lock has
+            // just revalidated the attribute cache, so this size is real.
+            Some(f) => f.metadata()?.len(),
+            None => 0,
+        };
+        Ok(lock)
+    }
+
+    fn acquire_all(
+        &mut self,
+        target: &LockTarget,
+        order: &[Which],
+        opts: &MailboxOptions,
+    ) -> Result<()> {
+        let mut budget = Budget::new(opts.lock.wait);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let Some((&first, rest)) = order.split_first() else {
+                return Ok(());
+            };
+            // Holding nothing, we may wait for the first lock.
+            self.take(first, target, opts, budget.wait())?;
+            let mut busy = None;
+            for &next in rest {
+                match self.take(next, target, opts, Wait::NoWait) {
+                    Ok(()) => {}
+                    Err(e) if e.is_busy() => {
+                        busy = Some(e);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(busy) = busy else {
+                return Ok(());
+            };
+            self.release_all()?;
+            budget.spend(busy)?;
+            let jitter = jitter(pause);
+            std::thread::sleep(budget.clamp(jitter));
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    fn take(
+        &mut self,
+        which: Which,
+        target: &LockTarget,
+        opts: &MailboxOptions,
+        wait: Wait,
+    ) -> Result<()> {
+        match which {
+            Which::Dotlock => {
+                let lock_opts = LockOptions {
+                    wait,
+                    ..opts.lock.clone()
+                };
+                self.dotlock = Some(LockGuard::acquire_target(target, &lock_opts)?);
+            }
+            Which::Fcntl => {
+                let file = self.file.as_ref().expect("fcntl only with an open mailbox");
+                self.record = Some(wait_record_lock(file, opts.kind, wait)?);
+            }
+        }
+        self.taken.push(which);
+        Ok(())
+    }
+
+    /// Release whatever is held, last taken first.
+    fn release_all(&mut self) -> Result<()> {
+        let mut first_error = None;
+        while let Some(which) = self.taken.pop() {
+            let result = match which {
+                Which::Dotlock => self.dotlock.take().map_or(Ok(()), LockGuard::release),
+                Which::Fcntl => match (self.record.take(), &self.file) {
+                    (Some(flavor), Some(file)) => {
+                        record_lock::unlock(file, flavor).map_err(|e| Error::Io(e.into()))
+                    }
+                    _ => Ok(()),
+                },
+            };
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The locked mailbox file (`None` when only a dotlock was taken on a
+    /// mailbox that does not exist).
+    pub fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
+    /// The mailbox's size when the locks were taken, or after the last
+    /// [`append`](Self::append).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The mailbox path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append one message in mbox format (see [`crate::mbox`]): a `From `
+    /// line made from `sender` unless the message has one, `>From `
+    /// quoting, a trailing blank line. The write is checked completely and
+    /// synced; on any failure the mailbox is truncated back to its size
+    /// before the call, so it never keeps half a message.
+    pub fn append(&mut self, message: &[u8], sender: &str) -> Result<()> {
+        if let Some(dotlock) = &self.dotlock {
+            if !dotlock.check()? {
+                return Err(Error::Lock(LockError::NotOurs));
+            }
+        }
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| Error::BadPath(format!("{}: mailbox not open", self.path.display())))?;
+        let start = file.metadata()?.len();
+        let mut tail = [0u8; 2];
+        let tail_len = start.min(2) as usize;
+        file.read_exact_at(&mut tail[..tail_len], start - tail_len as u64)?;
+        let entry = mbox::entry(message, sender, SystemTime::now(), &tail[..tail_len]);
+        let written = file
+            .write_all_at(&entry, start)
+            .and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            // Leave no partial message behind; if even this fails, say so.
+            return match file.set_len(start).and_then(|()| file.sync_data()) {
+                Ok(()) => Err(Error::Io(e)),
+                Err(undo) => Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!("{e}; and truncating back to {start} bytes failed: {undo}"),
+                ))),
+            };
+        }
+        self.size = start + entry.len() as u64;
+        Ok(())
+    }
+
+    /// Release both locks, reporting errors (drop ignores them).
+    pub fn release(mut self) -> Result<()> {
+        self.release_all()
+    }
+}
+
+impl Drop for MailboxLock {
+    fn drop(&mut self) {
+        let _ = self.release_all();
+    }
+}
+
+fn open_mailbox(path: &Path, opts: &MailboxOptions) -> Result<Option<File>> {
+    let mut o = OpenOptions::new();
+    o.read(true)
+        .write(opts.kind == LockKind::Write)
+        // Never follow a symlink planted at a spool mailbox; never block
+        // on a fifo; never acquire a controlling terminal.
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY);
+    if let Some(mode) = opts.create {
+        o.create(true).mode(mode);
+    }
+    let file = match o.open(path) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+            return Err(Error::BadPath(format!(
+                "{} is a symlink; refusing",
+                path.display()
+            )))
+        }
+        // A dotlock alone needs no file; fcntl does.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !opts.fcntl => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::BadPath(format!(
+                "{}: no such mailbox",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(Error::Io(e)),
+    };
+    if !file.metadata()?.is_file() {
+        return Err(Error::BadPath(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(Some(file))
+}
+
+/// Wait for the fcntl lock within `wait`, polling with backoff: a blocking
+/// `F_SETLKW` cannot honour a deadline.
+fn wait_record_lock(file: &File, kind: LockKind, wait: Wait) -> Result<RecordLockFlavor> {
+    let mut budget = Budget::new(wait);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match record_lock::try_lock(file, kind) {
+            Ok((true, flavor)) => return Ok(flavor),
+            Ok((false, _)) => {}
+            Err(errno) => return Err(Error::Io(errno.into())),
+        }
+        budget.spend(Error::Lock(LockError::Busy { holder: None }))?;
+        std::thread::sleep(budget.clamp(jitter(pause)));
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// What is left of the caller's wait policy across several attempts.
+#[derive(Debug)]
+struct Budget {
+    wait: Wait,
+    used: u32,
+}
+
+impl Budget {
+    fn new(wait: Wait) -> Budget {
+        Budget { wait, used: 0 }
+    }
+
+    /// The policy for the next blocking step.
+    fn wait(&self) -> Wait {
+        match self.wait {
+            Wait::Retries(n) => Wait::Retries(n.saturating_sub(self.used)),
+            other => other,
+        }
+    }
+
+    /// Account for one failed round; the error to return once the budget
+    /// is gone (busy becomes timeout when a deadline passed).
+    fn spend(&mut self, busy: Error) -> Result<()> {
+        self.used += 1;
+        let holder = match &busy {
+            Error::Lock(e) => e.holder().cloned(),
+            _ => None,
+        };
+        match self.wait {
+            Wait::NoWait => Err(busy),
+            Wait::Retries(n) if self.used > n => Err(Error::Lock(LockError::Busy { holder })),
+            Wait::Until(deadline) if Instant::now() >= deadline => {
+                Err(Error::Lock(LockError::Timeout { holder }))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn clamp(&self, pause: Duration) -> Duration {
+        match self.wait {
+            Wait::Until(deadline) => pause.min(deadline.saturating_duration_since(Instant::now())),
+            _ => pause,
+        }
+    }
+}
+
+/// Between half and all of `step`, so contenders that collide spread out.
+fn jitter(step: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let nanos = step.as_nanos() as u64;
+    Duration::from_nanos(nanos / 2 + h.finish() % (nanos / 2).max(1))
+}
