@@ -1,0 +1,346 @@
+//! Every reason the helper refuses or fails a request, as types.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::message::HolderInfo;
+
+/// What was wrong with a frame the helper received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrameProblem {
+    /// The length prefix exceeds [`crate::MAX_FRAME`].
+    Oversize,
+    /// The pipe closed in the middle of a frame.
+    Truncated,
+    /// A zero-length frame.
+    Empty,
+    /// The payload is not a valid message.
+    Garbage,
+    /// The payload names a message kind that does not exist.
+    UnknownVariant,
+    /// The payload has bytes after a complete message.
+    TrailingBytes,
+    /// The first frame was not a [`crate::Hello`] with the right magic.
+    BadHello,
+}
+
+impl fmt::Display for FrameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FrameProblem::Oversize => "frame longer than the maximum",
+            FrameProblem::Truncated => "frame cut short",
+            FrameProblem::Empty => "empty frame",
+            FrameProblem::Garbage => "frame does not decode",
+            FrameProblem::UnknownVariant => "unknown message kind",
+            FrameProblem::TrailingBytes => "trailing bytes after the message",
+            FrameProblem::BadHello => "not a spoollock hello",
+        })
+    }
+}
+
+/// Why a spool directory is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpoolProblem {
+    /// It does not exist.
+    Missing,
+    /// It (or a component of its path) is a symbolic link.
+    Symlink,
+    /// It (or a component of its path) is not a directory.
+    NotDirectory,
+    /// It is not owned by root.
+    NotRootOwned { uid: u32 },
+    /// Its group is not the helper's group.
+    WrongGroup { gid: u32 },
+    /// Others may write it.
+    WorldWritable,
+    /// The helper's group may not write it (the helper would be useless).
+    NotGroupWritable,
+    /// A directory above it is not owned by root or is writable by others
+    /// than root, so it could be swapped.
+    UnsafeAncestor,
+    /// Opening or inspecting it failed with this errno.
+    Io { errno: i32 },
+}
+
+impl fmt::Display for SpoolProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpoolProblem::Missing => f.write_str("spool directory does not exist"),
+            SpoolProblem::Symlink => f.write_str("spool path contains a symbolic link"),
+            SpoolProblem::NotDirectory => f.write_str("spool path is not a directory"),
+            SpoolProblem::NotRootOwned { uid } => {
+                write!(f, "spool directory is owned by uid {uid}, not root")
+            }
+            SpoolProblem::WrongGroup { gid } => {
+                write!(
+                    f,
+                    "spool directory group is gid {gid}, not the helper's group"
+                )
+            }
+            SpoolProblem::WorldWritable => f.write_str("spool directory is world-writable"),
+            SpoolProblem::NotGroupWritable => {
+                f.write_str("spool directory is not writable by the helper's group")
+            }
+            SpoolProblem::UnsafeAncestor => f.write_str(
+                "a directory above the spool is not root-owned or is writable by non-root",
+            ),
+            SpoolProblem::Io { errno } => write!(f, "cannot open spool directory (errno {errno})"),
+        }
+    }
+}
+
+/// Why the caller's mailbox disqualifies the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MailboxProblem {
+    /// The mailbox name is a symbolic link.
+    Symlink,
+    /// The mailbox is not a regular file.
+    NotRegular,
+    /// The mailbox belongs to another user.
+    NotOwned { uid: u32 },
+    /// The mailbox has more than one hard link.
+    HardLinked { nlink: u64 },
+    /// Inspecting it failed with this errno.
+    Io { errno: i32 },
+}
+
+impl fmt::Display for MailboxProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MailboxProblem::Symlink => f.write_str("mailbox is a symbolic link"),
+            MailboxProblem::NotRegular => f.write_str("mailbox is not a regular file"),
+            MailboxProblem::NotOwned { uid } => {
+                write!(f, "mailbox is owned by uid {uid}, not the caller")
+            }
+            MailboxProblem::HardLinked { nlink } => {
+                write!(f, "mailbox has {nlink} hard links")
+            }
+            MailboxProblem::Io { errno } => write!(f, "cannot inspect mailbox (errno {errno})"),
+        }
+    }
+}
+
+/// The file system step that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FsOp {
+    OpenDir,
+    CreateTemp,
+    WriteTemp,
+    Link,
+    Stat,
+    ReadLock,
+    Unlink,
+    Rename,
+    Touch,
+    Wait,
+}
+
+impl fmt::Display for FsOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FsOp::OpenDir => "open the spool",
+            FsOp::CreateTemp => "create the temporary file",
+            FsOp::WriteTemp => "write the temporary file",
+            FsOp::Link => "link the lock file",
+            FsOp::Stat => "stat the lock file",
+            FsOp::ReadLock => "read the lock file",
+            FsOp::Unlink => "remove the lock file",
+            FsOp::Rename => "move a stale lock aside",
+            FsOp::Touch => "refresh the lock file",
+            FsOp::Wait => "wait for the lock",
+        })
+    }
+}
+
+/// Why a request was refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    // -- the session ---------------------------------------------------
+    /// A malformed frame; the session ends.
+    BadFrame(FrameProblem),
+    /// The client speaks another protocol version (reported through
+    /// [`crate::Welcome`]; this value appears in audits and client errors).
+    VersionMismatch { client: u32, helper: u32 },
+    /// A lock request while the session already holds a lock.
+    AlreadyLocked,
+    /// Touch or unlock with no lock to act on.
+    NotLocked,
+    /// The lock wait was cancelled by the client (it sent another frame
+    /// or closed the pipe).
+    Cancelled,
+    /// A bad parameter: the text says which.
+    BadRequest(String),
+    /// The stale age asked for is outside the allowed range.
+    StaleAgeOutOfRange { min_secs: u32, max_secs: u32 },
+    /// A detached lock's holder pid does not name a live process.
+    BadHolderPid { pid: u32 },
+
+    // -- who the caller is ----------------------------------------------
+    /// The caller's real uid has no password database entry.
+    UnknownUser { uid: u32 },
+    /// The caller's login cannot be a mailbox name.
+    UnusableLogin,
+    /// The request names a mailbox that is not the caller's own.
+    NotYourMailbox,
+
+    // -- where ----------------------------------------------------------
+    /// The spool is not one of the configured spools.
+    UnknownSpool,
+    /// The configured spool is unsafe or unusable.
+    Spool(SpoolProblem),
+    /// The helper's configuration file is unsafe or invalid.
+    BadConfig(String),
+    /// The caller's mailbox disqualifies the lock.
+    Mailbox(MailboxProblem),
+
+    // -- the lock -------------------------------------------------------
+    /// The lock is held by someone else (no wait, or retries exhausted).
+    Busy { holder: Option<HolderInfo> },
+    /// The lock was still held at the client's deadline.
+    Timeout { holder: Option<HolderInfo> },
+    /// Something other than a regular file sits at the lock name.
+    LockNotRegular,
+    /// The lock is not the caller's (owned by another uid), or was removed
+    /// or replaced; nothing was changed.
+    NotOurs,
+    /// The session's lock was removed or replaced by someone else.
+    LockLost,
+    /// The file system refused the change.
+    Permission { op: FsOp, errno: i32 },
+    /// The lock content could not be written (RLIMIT_FSIZE, ENOSPC, EDQUOT).
+    TempWrite { errno: i32 },
+    /// A stale lock could not be removed.
+    StaleNotRemoved { errno: i32 },
+    /// Any other system call failure.
+    Io { op: FsOp, errno: i32 },
+}
+
+impl Refusal {
+    /// True for refusals of policy (who may lock what, malformed input),
+    /// audited at `LOG_AUTHPRIV`; false for outcomes of an allowed
+    /// operation (busy, timeout, I/O), audited at `LOG_MAIL`.
+    pub fn is_policy(&self) -> bool {
+        matches!(
+            self,
+            Refusal::BadFrame(_)
+                | Refusal::VersionMismatch { .. }
+                | Refusal::BadRequest(_)
+                | Refusal::StaleAgeOutOfRange { .. }
+                | Refusal::BadHolderPid { .. }
+                | Refusal::UnknownUser { .. }
+                | Refusal::UnusableLogin
+                | Refusal::NotYourMailbox
+                | Refusal::UnknownSpool
+                | Refusal::Spool(_)
+                | Refusal::BadConfig(_)
+                | Refusal::Mailbox(_)
+                | Refusal::LockNotRegular
+                | Refusal::NotOurs
+        )
+    }
+
+    /// A short stable keyword for audits and scripts.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Refusal::BadFrame(_) => "bad-frame",
+            Refusal::VersionMismatch { .. } => "version-mismatch",
+            Refusal::AlreadyLocked => "already-locked",
+            Refusal::NotLocked => "not-locked",
+            Refusal::Cancelled => "cancelled",
+            Refusal::BadRequest(_) => "bad-request",
+            Refusal::StaleAgeOutOfRange { .. } => "stale-age-out-of-range",
+            Refusal::BadHolderPid { .. } => "bad-holder-pid",
+            Refusal::UnknownUser { .. } => "unknown-user",
+            Refusal::UnusableLogin => "unusable-login",
+            Refusal::NotYourMailbox => "not-your-mailbox",
+            Refusal::UnknownSpool => "unknown-spool",
+            Refusal::Spool(_) => "unsafe-spool",
+            Refusal::BadConfig(_) => "bad-config",
+            Refusal::Mailbox(_) => "bad-mailbox",
+            Refusal::Busy { .. } => "busy",
+            Refusal::Timeout { .. } => "timeout",
+            Refusal::LockNotRegular => "lock-not-regular",
+            Refusal::NotOurs => "not-ours",
+            Refusal::LockLost => "lock-lost",
+            Refusal::Permission { .. } => "permission",
+            Refusal::TempWrite { .. } => "temp-write",
+            Refusal::StaleNotRemoved { .. } => "stale-not-removed",
+            Refusal::Io { .. } => "io",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::BadFrame(p) => write!(f, "malformed request: {p}"),
+            Refusal::VersionMismatch { client, helper } => write!(
+                f,
+                "protocol version mismatch: client speaks {client}, helper speaks {helper}"
+            ),
+            Refusal::AlreadyLocked => f.write_str("this session already holds a lock"),
+            Refusal::NotLocked => f.write_str("no lock held"),
+            Refusal::Cancelled => f.write_str("lock wait cancelled by the client"),
+            Refusal::BadRequest(what) => write!(f, "bad request: {what}"),
+            Refusal::StaleAgeOutOfRange { min_secs, max_secs } => write!(
+                f,
+                "stale age must be between {min_secs} and {max_secs} seconds"
+            ),
+            Refusal::BadHolderPid { pid } => write!(f, "holder pid {pid} is not a live process"),
+            Refusal::UnknownUser { uid } => {
+                write!(f, "uid {uid} has no entry in the password database")
+            }
+            Refusal::UnusableLogin => f.write_str("login name cannot be used as a mailbox name"),
+            Refusal::NotYourMailbox => {
+                f.write_str("only the caller's own mailbox (named after the login) may be locked")
+            }
+            Refusal::UnknownSpool => f.write_str("spool directory is not a configured spool"),
+            Refusal::Spool(p) => write!(f, "unsafe spool: {p}"),
+            Refusal::BadConfig(why) => write!(f, "helper configuration refused: {why}"),
+            Refusal::Mailbox(p) => write!(f, "refusing to lock: {p}"),
+            Refusal::Busy { holder } => {
+                f.write_str("lock is held")?;
+                write_holder(f, holder)
+            }
+            Refusal::Timeout { holder } => {
+                f.write_str("timed out waiting for lock")?;
+                write_holder(f, holder)
+            }
+            Refusal::LockNotRegular => {
+                f.write_str("lock name is not a regular file (symlink or other); refusing")
+            }
+            Refusal::NotOurs => f.write_str("lock does not belong to the caller; nothing changed"),
+            Refusal::LockLost => f.write_str("the session's lock was removed or replaced"),
+            Refusal::Permission { op, errno } => {
+                write!(f, "permission denied: cannot {op} (errno {errno})")
+            }
+            Refusal::TempWrite { errno } => {
+                write!(f, "cannot write lock content (errno {errno})")
+            }
+            Refusal::StaleNotRemoved { errno } => {
+                write!(f, "cannot remove stale lock (errno {errno})")
+            }
+            Refusal::Io { op, errno } => write!(f, "cannot {op} (errno {errno})"),
+        }
+    }
+}
+
+fn write_holder(f: &mut fmt::Formatter<'_>, holder: &Option<HolderInfo>) -> fmt::Result {
+    match holder {
+        Some(HolderInfo {
+            pid: Some(pid),
+            host,
+            ..
+        }) => {
+            write!(f, " by pid {pid}")?;
+            if let Some(host) = host {
+                write!(f, " on {host}")?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+impl std::error::Error for Refusal {}
