@@ -3,16 +3,18 @@
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use spoollock_lockfile::{
-    acquire, check, Dotlock, LockDir, LockState, Observer, Options, PidMode, Wait,
+    acquire, check, remove_by_name, Dotlock, LockDir, LockState, Observer, Options, PidMode, Wait,
     DEFAULT_STALE_AGE,
 };
+use spoollock_protocol::LockMode;
 
 use crate::error::{Error, Result};
+use crate::privileged::{self, HelperSession};
 use crate::target::LockTarget;
 
 /// How to take a lock.
@@ -102,8 +104,19 @@ impl LockOptions {
 /// ```
 #[derive(Debug)]
 pub struct LockGuard {
-    lock: Option<Arc<Dotlock>>,
-    keep_alive: Option<KeepAlive>,
+    held: Option<Held>,
+}
+
+/// How the lock is held: in-process, or by a helper session.
+#[derive(Debug)]
+enum Held {
+    Direct {
+        lock: Arc<Dotlock>,
+        keep_alive: Option<KeepAlive>,
+    },
+    /// The helper keeps the lock fresh itself and removes it when the
+    /// session ends, even if this process dies.
+    Helper(Mutex<HelperSession>),
 }
 
 impl LockGuard {
@@ -117,31 +130,49 @@ impl LockGuard {
         Self::acquire_target(&LockTarget::lock_file(lock)?, opts)
     }
 
-    /// Lock a [`LockTarget`].
+    /// Lock a [`LockTarget`]: in-process, or through `spoollock-helper`
+    /// when the directory is a spool only the mail group may write.
     pub fn acquire_target(target: &LockTarget, opts: &LockOptions) -> Result<LockGuard> {
+        if privileged::needs_helper(&target.dir)? {
+            let session =
+                HelperSession::lock(target, opts.wait, opts.stale_age, LockMode::Session)?;
+            return Ok(LockGuard {
+                held: Some(Held::Helper(Mutex::new(session))),
+            });
+        }
         let dir = LockDir::open(&target.dir)?;
         let lock = Arc::new(acquire(&dir, &target.name, &opts.lockfile_options())?);
         let keep_alive = opts
             .keep_alive
             .map(|every| KeepAlive::start(Arc::clone(&lock), every));
         Ok(LockGuard {
-            lock: Some(lock),
-            keep_alive,
+            held: Some(Held::Direct { lock, keep_alive }),
         })
     }
 
-    fn lock(&self) -> &Dotlock {
-        self.lock.as_deref().expect("lock present until released")
+    fn held(&self) -> &Held {
+        self.held.as_ref().expect("lock present until released")
+    }
+
+    /// True if the lock is taken through the setgid helper.
+    pub fn via_helper(&self) -> bool {
+        matches!(self.held(), Held::Helper(_))
     }
 
     /// Refresh the lock now.
     pub fn touch(&self) -> Result<()> {
-        Ok(self.lock().touch()?)
+        match self.held() {
+            Held::Direct { lock, .. } => Ok(lock.touch()?),
+            Held::Helper(session) => session_of(session).touch(),
+        }
     }
 
     /// True if the lock file is still the one we made.
     pub fn check(&self) -> Result<bool> {
-        Ok(self.lock().is_held()?)
+        match self.held() {
+            Held::Direct { lock, .. } => Ok(lock.is_held()?),
+            Held::Helper(session) => session_of(session).check(),
+        }
     }
 
     /// Release the lock, reporting whether it was still ours.
@@ -150,24 +181,21 @@ impl LockGuard {
     }
 
     fn release_inner(&mut self) -> Result<()> {
-        if let Some(keep_alive) = self.keep_alive.take() {
-            keep_alive.stop();
-        }
-        let Some(lock) = self.lock.take() else {
-            return Ok(());
-        };
-        let lock = Arc::try_unwrap(lock)
-            .map_err(|_| Error::Helper("internal: keep-alive still holds the lock".to_string()))?;
-        Ok(lock.release()?)
-    }
-
-    /// Keep the lock file after this guard is gone (for `spoollock lock`).
-    pub fn leak(mut self) {
-        if let Some(keep_alive) = self.keep_alive.take() {
-            keep_alive.stop();
-        }
-        if let Some(lock) = self.lock.take().and_then(|l| Arc::try_unwrap(l).ok()) {
-            lock.leak();
+        match self.held.take() {
+            None => Ok(()),
+            Some(Held::Helper(session)) => session
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .release(),
+            Some(Held::Direct { lock, keep_alive }) => {
+                if let Some(keep_alive) = keep_alive {
+                    keep_alive.stop();
+                }
+                let lock = Arc::try_unwrap(lock).map_err(|_| {
+                    Error::Helper("internal: keep-alive still holds the lock".to_string())
+                })?;
+                Ok(lock.release()?)
+            }
         }
     }
 }
@@ -178,10 +206,71 @@ impl Drop for LockGuard {
     }
 }
 
+fn session_of(session: &Mutex<HelperSession>) -> std::sync::MutexGuard<'_, HelperSession> {
+    session
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The state of the lock protecting `target`, without taking it.
 pub fn lock_state(target: &LockTarget, opts: &LockOptions) -> Result<LockState> {
+    if privileged::needs_helper(&target.dir)? {
+        return privileged::check(target);
+    }
     let dir = LockDir::open(&target.dir)?;
     Ok(check(&dir, &target.name, &opts.lockfile_options())?)
+}
+
+/// Create a lock that stays after this process exits (`spoollock lock`,
+/// `dotlockfile -l`), naming the process `opts.pid_mode` says (the helper
+/// accepts only a live process or none).
+pub fn lock_detached(target: &LockTarget, opts: &LockOptions) -> Result<()> {
+    if privileged::needs_helper(&target.dir)? {
+        let holder_pid = match opts.pid_mode {
+            PidMode::None => None,
+            PidMode::Own => Some(std::process::id()),
+            PidMode::Parent => u32::try_from(nix::unistd::getppid().as_raw()).ok(),
+            PidMode::Pid(pid) => Some(pid),
+        };
+        return privileged::lock_detached(target, opts.wait, opts.stale_age, holder_pid);
+    }
+    let dir = LockDir::open(&target.dir)?;
+    acquire(&dir, &target.name, &opts.lockfile_options())?.leak();
+    Ok(())
+}
+
+/// Remove a lock made by [`lock_detached`]: only one owned by the caller
+/// (root may remove any, as with `rm`).
+pub fn unlock_by_name(target: &LockTarget) -> Result<()> {
+    if privileged::needs_helper(&target.dir)? {
+        return privileged::by_name(target, true);
+    }
+    let dir = LockDir::open(&target.dir)?;
+    Ok(remove_by_name(
+        &dir,
+        &target.name,
+        &Options::default(),
+        is_mine,
+    )?)
+}
+
+/// Refresh a lock made by [`lock_detached`] (only the caller's own).
+pub fn touch_by_name(target: &LockTarget) -> Result<()> {
+    if privileged::needs_helper(&target.dir)? {
+        return privileged::by_name(target, false);
+    }
+    let dir = LockDir::open(&target.dir)?;
+    Ok(spoollock_lockfile::touch_by_name(
+        &dir,
+        &target.name,
+        is_mine,
+    )?)
+}
+
+/// Locks made by name belong to the user who created the file.
+fn is_mine(_: &spoollock_lockfile::LockContent, owner: u32) -> bool {
+    let me = nix::unistd::getuid();
+    owner == me.as_raw() || me.is_root()
 }
 
 /// A thread that refreshes a held lock until stopped.
@@ -193,23 +282,31 @@ struct KeepAlive {
 
 impl KeepAlive {
     fn start(lock: Arc<Dotlock>, every: Duration) -> KeepAlive {
+        use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
         let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            // Process signals are for the application's threads, not ours.
-            let _ = nix::sys::signal::SigSet::all().thread_block();
-            loop {
-                match stopped.recv_timeout(every) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        // A lock that is no longer ours cannot be saved by
-                        // refreshing; the holder finds out at release.
-                        if lock.touch().is_err() {
-                            return;
-                        }
+        // Process signals are for the application's threads, not ours: the
+        // thread inherits a full mask from the moment it exists.
+        let mut previous = SigSet::empty();
+        let blocked = pthread_sigmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&SigSet::all()),
+            Some(&mut previous),
+        );
+        let thread = std::thread::spawn(move || loop {
+            match stopped.recv_timeout(every) {
+                Err(RecvTimeoutError::Timeout) => {
+                    // A lock that is no longer ours cannot be saved by
+                    // refreshing; the holder finds out at release.
+                    if lock.touch().is_err() {
+                        return;
                     }
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                 }
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
         });
+        if blocked.is_ok() {
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&previous), None);
+        }
         KeepAlive { stop, thread }
     }
 

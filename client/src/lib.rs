@@ -40,11 +40,12 @@ mod error;
 mod guard;
 mod mailbox;
 pub mod mbox;
+pub mod privileged;
 pub mod record_lock;
 mod target;
 
 pub use error::{Error, LockError, Result};
-pub use guard::{lock_state, LockGuard, LockOptions};
+pub use guard::{lock_detached, lock_state, touch_by_name, unlock_by_name, LockGuard, LockOptions};
 pub use mailbox::{MailboxLock, MailboxOptions, Order};
 pub use record_lock::{LockKind, RecordLockFlavor};
 pub use spoollock_lockfile::{Event, Holder, LockState, PidMode, StaleReason, Wait};

@@ -17,12 +17,10 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use clap::Parser;
-use nix::unistd::getuid;
 use spoollock::{
     lock_state, Error, Event, LockError, LockGuard, LockOptions, LockState, LockTarget,
     MailboxLock, PidMode,
 };
-use spoollock_lockfile::{remove_by_name, touch_by_name, LockDir, Options};
 
 use cli::{Cli, Command, Common};
 
@@ -171,20 +169,18 @@ fn dispatch(command: Command) -> Result<u8, Error> {
         Command::Lock { common, parent_pid } => {
             let target = common.target()?;
             let mut opts = options(&common, &target)?;
-            opts.keep_alive = None;
             opts.pid_mode = if parent_pid {
                 PidMode::Parent
             } else {
                 PidMode::None
             };
-            LockGuard::acquire_target(&target, &opts)?.leak();
+            spoollock::lock_detached(&target, &opts)?;
             say(&common, format_args!("locked {}", target.path().display()));
             Ok(exit::OK)
         }
         Command::Unlock { common } => {
             let target = common.target()?;
-            let dir = LockDir::open(&target.dir)?;
-            remove_by_name(&dir, &target.name, &Options::default(), is_mine)?;
+            spoollock::unlock_by_name(&target)?;
             say(
                 &common,
                 format_args!("unlocked {}", target.path().display()),
@@ -193,8 +189,7 @@ fn dispatch(command: Command) -> Result<u8, Error> {
         }
         Command::Touch { common } => {
             let target = common.target()?;
-            let dir = LockDir::open(&target.dir)?;
-            touch_by_name(&dir, &target.name, is_mine)?;
+            spoollock::touch_by_name(&target)?;
             Ok(exit::OK)
         }
         Command::Check { common } => {
@@ -223,12 +218,6 @@ fn dispatch(command: Command) -> Result<u8, Error> {
             }
         }
     }
-}
-
-/// Locks made by name belong to the user who created the file; root may
-/// remove any, as with `rm`.
-fn is_mine(_: &spoollock_lockfile::LockContent, owner: u32) -> bool {
-    owner == getuid().as_raw() || getuid().is_root()
 }
 
 fn say(common: &Common, what: std::fmt::Arguments<'_>) {

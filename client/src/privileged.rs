@@ -1,0 +1,404 @@
+//! The privileged path: locking on a spool that only the mail group may
+//! write (Debian's `/var/mail`, `root:mail 2775`), through the setgid
+//! `spoollock-helper`.
+//!
+//! The library decides by looking at the directory, never by trying and
+//! failing: the helper is used when the caller may not write the lock
+//! directory, the directory is group-writable by the group the installed
+//! helper is setgid to, and it is not world-writable. Otherwise the lock is
+//! taken in-process and nothing is spawned.
+//!
+//! The helper is spawned with two pipes and spoken to in the framed
+//! protocol of `spoollock-protocol`; its session lock lives as long as our
+//! end of the pipe is open, so it dies with this process whatever happens.
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+use nix::unistd::{access, getegid, geteuid, getgid, getuid, AccessFlags};
+use spoollock_lockfile::{LockContent, LockError, StaleReason, Wait, DEFAULT_STALE_AGE};
+use spoollock_protocol::{
+    paths, read_frame, write_frame, FsOp, Hello, HolderInfo, LockMode, LockRequest, LockStatus,
+    Refusal, Reply, Request, SessionInfo, SpoolSel, StaleKind, Target, WaitSpec, Welcome,
+};
+
+use crate::error::{Error, Result};
+use crate::target::LockTarget;
+use spoollock_lockfile::{Holder, LockState};
+
+/// Environment variable naming another helper binary (tests, development).
+/// Honoured only when this process runs without elevated privileges.
+pub const HELPER_ENV: &str = "SPOOLLOCK_HELPER";
+
+/// The installed helper: where it is and the group it is setgid to.
+#[derive(Debug, Clone)]
+struct Helper {
+    path: PathBuf,
+    gid: u32,
+}
+
+fn elevated() -> bool {
+    getuid() != geteuid() || getgid() != getegid()
+}
+
+/// Where the helper is: the build-time path, or `$SPOOLLOCK_HELPER` when
+/// we are not setuid/setgid ourselves (an elevated process must never run
+/// a binary its caller chose).
+fn helper_path() -> PathBuf {
+    match std::env::var_os(HELPER_ENV) {
+        Some(p) if !elevated() && !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(paths::HELPER_PATH),
+    }
+}
+
+/// The helper, if it is installed setgid; an error saying how to install
+/// it otherwise.
+fn installed_helper() -> Result<Helper> {
+    let path = helper_path();
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        Error::Helper(format!(
+            "this spool needs {}: {e}; install spoollock-helper setgid mail",
+            path.display()
+        ))
+    })?;
+    if meta.mode() & 0o2000 == 0 || !meta.is_file() {
+        return Err(Error::Helper(format!(
+            "{} is not setgid; install spoollock-helper setgid mail (chgrp mail, chmod 2755)",
+            path.display()
+        )));
+    }
+    Ok(Helper {
+        path,
+        gid: meta.gid(),
+    })
+}
+
+/// Should the lock in `dir` be taken through the helper? Only for a
+/// directory we cannot write that the helper's group can, and that is not
+/// world-writable. A missing or non-setgid helper makes this `Ok(false)`
+/// unless the directory looks like a mail-group spool, in which case the
+/// error tells the user what to install.
+pub(crate) fn needs_helper(dir: &Path) -> Result<bool> {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(false); // the direct path reports the real error
+    };
+    let mode = meta.permissions().mode();
+    let group_writable = mode & 0o020 != 0;
+    let world_writable = mode & 0o002 != 0;
+    if !meta.is_dir() || world_writable || !group_writable {
+        return Ok(false);
+    }
+    // access(2) checks with the *real* ids, which is what the direct path
+    // would get from the kernel (we are not elevated, or the check is moot).
+    if access(dir, AccessFlags::W_OK).is_ok() {
+        return Ok(false);
+    }
+    let helper = installed_helper()?;
+    Ok(helper.gid == meta.gid())
+}
+
+/// A running helper session holding the caller's mailbox lock.
+#[derive(Debug)]
+pub struct HelperSession {
+    child: Child,
+    to_helper: Option<ChildStdin>,
+    from_helper: ChildStdout,
+    target: Target,
+    /// Who the helper says we are, and which spools it serves.
+    pub info: SessionInfo,
+}
+
+impl HelperSession {
+    /// Spawn the helper and do the version handshake.
+    fn start() -> Result<HelperSession> {
+        let helper = installed_helper()?;
+        let mut child = Command::new(&helper.path)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| Error::Helper(format!("cannot run {}: {e}", helper.path.display())))?;
+        let to_helper = child.stdin.take().expect("piped stdin");
+        let from_helper = child.stdout.take().expect("piped stdout");
+        let mut session = HelperSession {
+            child,
+            to_helper: Some(to_helper),
+            from_helper,
+            target: Target::default_spool(),
+            info: SessionInfo {
+                uid: 0,
+                login: String::new(),
+                helper_pid: 0,
+                spools: Vec::new(),
+            },
+        };
+        session.send(&Hello::current())?;
+        let welcome: Welcome = session.receive()?;
+        if !welcome.accepted {
+            return Err(Error::Helper(format!(
+                "helper speaks protocol version {}, this library {}",
+                welcome.version,
+                spoollock_protocol::PROTOCOL_VERSION
+            )));
+        }
+        match session.receive::<Reply>()? {
+            Reply::Ready(info) => session.info = info,
+            Reply::Error(refusal) => return Err(refused(refusal)),
+            other => return Err(protocol_error(&other)),
+        }
+        Ok(session)
+    }
+
+    /// Lock `target` (which must be `<spool>/<login>.lock`) through a new
+    /// helper session; `mode` says whether the lock ends with the session.
+    pub(crate) fn lock(
+        target: &LockTarget,
+        wait: Wait,
+        stale_age: std::time::Duration,
+        mode: LockMode,
+    ) -> Result<HelperSession> {
+        let mut session = HelperSession::start()?;
+        session.target = session.target_for(target)?;
+        let request = LockRequest {
+            target: session.target.clone(),
+            wait: wait_spec(wait),
+            mode,
+            stale_age_secs: (stale_age != DEFAULT_STALE_AGE)
+                .then(|| stale_age.as_secs().min(u32::MAX as u64) as u32),
+        };
+        match session.call(&Request::Lock(request))? {
+            Reply::Locked(_) => Ok(session),
+            Reply::Error(refusal) => Err(refused(refusal)),
+            other => Err(protocol_error(&other)),
+        }
+    }
+
+    /// Map a lock path to the helper's terms: the spool directory, and the
+    /// caller's login as the mailbox, refusing anything else up front.
+    fn target_for(&self, target: &LockTarget) -> Result<Target> {
+        let mailbox = target
+            .name
+            .as_bytes()
+            .strip_suffix(b".lock")
+            .filter(|m| *m == self.info.login.as_bytes())
+            .ok_or_else(|| {
+                Error::Helper(format!(
+                    "{}: on this spool only your own mailbox lock ({}.lock) can be made",
+                    target.path().display(),
+                    self.info.login
+                ))
+            })?;
+        let spool = std::fs::canonicalize(&target.dir)?;
+        Ok(Target {
+            spool: SpoolSel::Path(spool.to_string_lossy().into_owned()),
+            mailbox: Some(String::from_utf8_lossy(mailbox).into_owned()),
+        })
+    }
+
+    /// Refresh the lock now (the helper also keeps it fresh by itself).
+    pub fn touch(&mut self) -> Result<()> {
+        match self.call(&Request::Touch(self.target.clone()))? {
+            Reply::Touched => Ok(()),
+            Reply::Error(refusal) => Err(refused(refusal)),
+            other => Err(protocol_error(&other)),
+        }
+    }
+
+    /// True if the helper still holds our lock.
+    pub fn check(&mut self) -> Result<bool> {
+        match self.call(&Request::Check(self.target.clone()))? {
+            Reply::Status(LockStatus::Held(_)) => Ok(true),
+            Reply::Status(_) => Ok(false),
+            Reply::Error(refusal) => Err(refused(refusal)),
+            other => Err(protocol_error(&other)),
+        }
+    }
+
+    /// Remove the lock and end the session.
+    pub fn release(mut self) -> Result<()> {
+        let unlocked = match self.call(&Request::Unlock(self.target.clone()))? {
+            Reply::Unlocked => Ok(()),
+            Reply::Error(refusal) => Err(refused(refusal)),
+            other => Err(protocol_error(&other)),
+        };
+        let _ = self.call(&Request::Bye);
+        self.finish();
+        unlocked
+    }
+
+    /// Close our end (the helper releases a held lock on end of file) and
+    /// reap the helper.
+    fn finish(&mut self) {
+        self.to_helper = None;
+        let _ = self.child.wait();
+    }
+
+    fn call(&mut self, request: &Request) -> Result<Reply> {
+        self.send(request)?;
+        self.receive()
+    }
+
+    fn send<T: spoollock_protocol::Frame>(&mut self, msg: &T) -> Result<()> {
+        let pipe = self
+            .to_helper
+            .as_mut()
+            .ok_or_else(|| Error::Helper("helper session already closed".into()))?;
+        write_frame(pipe, msg).map_err(|e| Error::Helper(format!("talking to the helper: {e}")))
+    }
+
+    fn receive<T: spoollock_protocol::Frame>(&mut self) -> Result<T> {
+        read_frame(&mut self.from_helper)
+            .map_err(|e| Error::Helper(format!("reading from the helper: {e}")))
+    }
+}
+
+impl Drop for HelperSession {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Take a lock that outlives the helper session (`spoollock lock`),
+/// naming `holder_pid` or no process.
+pub(crate) fn lock_detached(
+    target: &LockTarget,
+    wait: Wait,
+    stale_age: std::time::Duration,
+    holder_pid: Option<u32>,
+) -> Result<()> {
+    let mut session =
+        HelperSession::lock(target, wait, stale_age, LockMode::Detached { holder_pid })?;
+    let _ = session.call(&Request::Bye);
+    Ok(())
+}
+
+/// Remove (`unlock`) or refresh (`touch`) a detached lock of ours by name.
+pub(crate) fn by_name(target: &LockTarget, unlock: bool) -> Result<()> {
+    let mut session = HelperSession::start()?;
+    let t = session.target_for(target)?;
+    let (request, expected) = if unlock {
+        (Request::Unlock(t), Reply::Unlocked)
+    } else {
+        (Request::Touch(t), Reply::Touched)
+    };
+    let result = match session.call(&request)? {
+        reply if reply == expected => Ok(()),
+        Reply::Error(refusal) => Err(refused(refusal)),
+        other => Err(protocol_error(&other)),
+    };
+    let _ = session.call(&Request::Bye);
+    result
+}
+
+/// Check a lock on a helper-only spool through a short session.
+pub(crate) fn check(target: &LockTarget) -> Result<LockState> {
+    let mut session = HelperSession::start()?;
+    let t = session.target_for(target)?;
+    let state = match session.call(&Request::Check(t))? {
+        Reply::Status(LockStatus::Free) => LockState::Free,
+        Reply::Status(LockStatus::Held(h)) => LockState::Held(holder(h)),
+        Reply::Status(LockStatus::Stale(h, kind)) => {
+            LockState::Stale(holder(h), stale_reason(kind))
+        }
+        Reply::Error(refusal) => return Err(refused(refusal)),
+        other => return Err(protocol_error(&other)),
+    };
+    let _ = session.call(&Request::Bye);
+    Ok(state)
+}
+
+fn wait_spec(wait: Wait) -> WaitSpec {
+    match wait {
+        Wait::NoWait => WaitSpec::NoWait,
+        Wait::Retries(n) => WaitSpec::Retries(n),
+        Wait::Until(deadline) => WaitSpec::TimeoutMs(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64,
+        ),
+        Wait::Forever => WaitSpec::Forever,
+    }
+}
+
+fn holder(h: HolderInfo) -> Holder {
+    let mtime = if h.mtime_secs >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(h.mtime_secs as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    };
+    Holder {
+        content: LockContent {
+            pid: h.pid,
+            host: h.host,
+            boot: None,
+            start: None,
+        },
+        mtime,
+    }
+}
+
+fn stale_reason(kind: StaleKind) -> StaleReason {
+    match kind {
+        StaleKind::DeadProcess => StaleReason::DeadProcess,
+        StaleKind::PidReused => StaleReason::PidReused,
+        StaleKind::Age => StaleReason::Age,
+    }
+}
+
+fn errno(e: i32) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(e)
+}
+
+fn op(o: FsOp) -> spoollock_lockfile::Op {
+    use spoollock_lockfile::Op;
+    match o {
+        FsOp::OpenDir => Op::OpenDir,
+        FsOp::CreateTemp => Op::CreateTemp,
+        FsOp::WriteTemp => Op::WriteTemp,
+        FsOp::Link => Op::Link,
+        FsOp::Stat => Op::Stat,
+        FsOp::ReadLock => Op::ReadLock,
+        FsOp::Unlink => Op::Unlink,
+        FsOp::Rename => Op::Rename,
+        FsOp::Touch => Op::Touch,
+        FsOp::Wait => Op::Wait,
+    }
+}
+
+/// A helper refusal as the error the direct path would have given, where
+/// there is one, so callers and exit codes do not depend on the path.
+fn refused(refusal: Refusal) -> Error {
+    match refusal {
+        Refusal::Busy { holder: h } => Error::Lock(LockError::Busy {
+            holder: h.map(holder),
+        }),
+        Refusal::Timeout { holder: h } => Error::Lock(LockError::Timeout {
+            holder: h.map(holder),
+        }),
+        Refusal::LockNotRegular => Error::Lock(LockError::NotRegularFile),
+        Refusal::NotOurs | Refusal::NotLocked | Refusal::LockLost => {
+            Error::Lock(LockError::NotOurs)
+        }
+        Refusal::Permission { op: o, errno: e } => Error::Lock(LockError::Permission {
+            op: op(o),
+            errno: errno(e),
+        }),
+        Refusal::TempWrite { errno: e } => Error::Lock(LockError::TempWrite { errno: errno(e) }),
+        Refusal::StaleNotRemoved { errno: e } => {
+            Error::Lock(LockError::StaleNotRemoved { errno: errno(e) })
+        }
+        Refusal::Io { op: o, errno: e } => Error::Lock(LockError::Io {
+            op: op(o),
+            errno: errno(e),
+        }),
+        other => Error::Helper(format!("spoollock-helper refused: {other}")),
+    }
+}
+
+fn protocol_error(reply: &Reply) -> Error {
+    Error::Helper(format!("unexpected reply from the helper: {reply:?}"))
+}
