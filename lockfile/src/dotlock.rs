@@ -142,6 +142,7 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
     let mut waiter = Waiter::new(dir, name, opts.wait, opts.backoff, opts.interrupt.clone());
     let mut fs_clock = None;
     let mut last_seen = None;
+    let mut vanished = 0u32;
 
     loop {
         let linked = with_raised(privilege, || {
@@ -171,8 +172,16 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
         let fs_now = base + at.elapsed();
 
         let Some(existing) = inspect(dir, name)? else {
-            continue; // released between our link and our look: try again now
+            // Released between our link and our look: try again now. Twice
+            // in a row means our view disagrees with the server's (an NFS
+            // client caching a negative lookup): back off instead of spinning.
+            vanished += 1;
+            if vanished > 1 {
+                waiter.pause(None)?;
+            }
+            continue;
         };
+        vanished = 0;
         if let Some(reason) = judge(
             &existing.content,
             existing.version.mtime,

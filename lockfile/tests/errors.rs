@@ -44,7 +44,19 @@ fn try_lock_child() {
 }
 
 fn try_in_child(mode: &str, dir: &std::path::Path, as_nobody: bool) -> String {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let mut exe = std::env::current_exe().unwrap();
+    let _copy;
+    if as_nobody {
+        // The build tree may sit under a directory `nobody` cannot enter
+        // (/root): run a copy from a world-readable place.
+        let place = Scratch::new("nobody-exe");
+        let copy = place.path().join("errors-test");
+        std::fs::copy(&exe, &copy).unwrap();
+        std::fs::set_permissions(place.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        exe = copy;
+        _copy = place;
+    }
+    let mut cmd = Command::new(&exe);
     cmd.args([
         "try_lock_child",
         "--exact",
