@@ -1,1 +1,371 @@
-fn main() {}
+//! `spoollock-helper`: the setgid program that creates and removes
+//! `<spool>/<login>.lock` for unprivileged users on spools that only the
+//! mail group may write. See `SECURITY.md` for its threat model and
+//! `spoollock_protocol` for the protocol it speaks on its standard input
+//! and output.
+//!
+//! Start-up, in order (DESIGN.md, "The helper"):
+//! 1. descriptors 0, 1, 2 are made to exist (so no later open lands on
+//!    them), signals are reset, the environment is cleared, the umask is
+//!    fixed, core dumps and ptrace are disabled, `no_new_privs` is set;
+//! 2. `argc == 0` is refused before anything looks at `argv`; the only
+//!    argument accepted is `--help`, answered with every privilege dropped;
+//! 3. the audit channel (local syslog socket) must connect;
+//! 4. descriptors 0 and 1 must be pipes (read and write ends) and none of
+//!    0, 1, 2 may have been closed at exec;
+//! 5. the effective and saved gid must be the helper's group (the setgid
+//!    bit took effect): otherwise it says so and exits, never pretending;
+//! 6. the group is parked in the saved set-gid, capabilities are emptied.
+//!
+//! Then the session runs; the group is raised only around the spool's
+//! directory-changing calls (see [`privilege`]).
+
+mod audit;
+mod config;
+mod policy;
+mod privilege;
+mod session;
+mod sweep;
+mod system;
+mod trusted;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use nix::unistd::{getppid, getuid, Group};
+use spoollock_protocol::{exit, paths};
+
+use crate::audit::{Audit, Class};
+use crate::privilege::GroupPrivilege;
+use crate::session::Session;
+
+/// Why the helper refuses to start.
+#[derive(Debug)]
+enum StartupError {
+    /// Started with an empty argument vector (`argc == 0`).
+    ArgcZero,
+    /// Started with arguments other than a lone `--help`.
+    BadArguments,
+    /// The process set-up failed (signals, environment, rlimits, prctl).
+    Hardening(String),
+    /// Descriptor `0`, `1` or `2` was closed at exec.
+    StdFdClosed(u8),
+    /// Descriptor 0 or 1 is not a pipe opened the right way.
+    StdFdNotPipe(u8),
+    /// The local syslog socket cannot be reached.
+    NoSyslog(String),
+    /// The helper's group does not exist.
+    NoGroup,
+    /// The effective or saved gid is not the helper's group.
+    NotPrivileged {
+        egid: u32,
+        sgid: u32,
+        group: u32,
+        no_new_privs: bool,
+    },
+    /// Changing or verifying the group ids or capabilities failed.
+    Privileges(String),
+}
+
+impl StartupError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            StartupError::ArgcZero | StartupError::BadArguments => exit::USAGE,
+            StartupError::StdFdClosed(_)
+            | StartupError::StdFdNotPipe(_)
+            | StartupError::NoSyslog(_) => exit::ENVIRONMENT,
+            StartupError::NoGroup | StartupError::NotPrivileged { .. } => exit::NOT_PRIVILEGED,
+            StartupError::Hardening(_) | StartupError::Privileges(_) => exit::INTERNAL,
+        }
+    }
+
+    fn keyword(&self) -> &'static str {
+        match self {
+            StartupError::ArgcZero => "argc-zero",
+            StartupError::BadArguments => "bad-arguments",
+            StartupError::Hardening(_) => "hardening-failed",
+            StartupError::StdFdClosed(_) => "fd-closed",
+            StartupError::StdFdNotPipe(_) => "fd-not-pipe",
+            StartupError::NoSyslog(_) => "no-syslog",
+            StartupError::NoGroup => "no-group",
+            StartupError::NotPrivileged { .. } => "not-privileged",
+            StartupError::Privileges(_) => "privilege-change-failed",
+        }
+    }
+}
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartupError::ArgcZero => {
+                f.write_str("started with an empty argument list (argc 0 or empty argv[0]); refusing")
+            }
+            StartupError::BadArguments => f.write_str(
+                "takes no arguments (see --help); it is spawned by the spoollock library",
+            ),
+            StartupError::Hardening(why) => write!(f, "cannot set up the process: {why}"),
+            StartupError::StdFdClosed(fd) => write!(
+                f,
+                "file descriptor {fd} was closed at start; refusing (0 and 1 must be pipes, 2 open)"
+            ),
+            StartupError::StdFdNotPipe(0) => {
+                f.write_str("standard input must be the read end of a pipe from the client")
+            }
+            StartupError::StdFdNotPipe(fd) => write!(
+                f,
+                "file descriptor {fd} must be the write end of a pipe to the client"
+            ),
+            StartupError::NoSyslog(why) => write!(
+                f,
+                "cannot reach the local syslog socket ({}): {why}; refusing to run without an audit trail",
+                paths::SYSLOG_SOCKET
+            ),
+            StartupError::NoGroup => write!(
+                f,
+                "group {:?} does not exist; the helper must be installed setgid to it",
+                paths::HELPER_GROUP
+            ),
+            StartupError::NotPrivileged {
+                egid,
+                sgid,
+                group,
+                no_new_privs,
+            } => {
+                write!(
+                    f,
+                    "not running with group {:?} (gid {group}): effective gid {egid}, saved gid {sgid}. ",
+                    paths::HELPER_GROUP
+                )?;
+                if *no_new_privs {
+                    f.write_str(
+                        "no_new_privs is set in this process (container runtime, systemd \
+                         NoNewPrivileges=, setpriv --no-new-privs), so the kernel ignored the \
+                         setgid bit. Run the client without no_new_privs.",
+                    )
+                } else {
+                    write!(
+                        f,
+                        "The setgid bit is missing or ignored (nosuid mount). Install it with: \
+                         chown root:{g} {p} && chmod 2755 {p}",
+                        g = paths::HELPER_GROUP,
+                        p = paths::HELPER_PATH
+                    )
+                }
+            }
+            StartupError::Privileges(why) => write!(f, "cannot change group ids: {why}"),
+        }
+    }
+}
+
+const HELP: &str = "\
+spoollock-helper - lock your own mailbox on a spool only group {GROUP} may write
+
+This program is not meant to be run by hand. The spoollock library and the
+`spoollock` command spawn it, installed setgid {GROUP} at
+  {HELPER}
+when a mail spool directory (such as /var/mail) is writable only by group
+{GROUP}. It speaks a binary protocol on its standard input and output, which
+must be pipes, and creates, refreshes and removes nothing but
+  <spool>/<login>.lock
+where <login> is the login name of the calling user (real uid) in the
+password database, and <spool> is one of the configured spool directories:
+/var/mail, /var/spool/mail, and those named by `spool /path` lines in the
+root-owned file
+  {CONFIG}
+A spool must be owned by root, group {GROUP}, group-writable and not
+world-writable; an existing mailbox must be a regular file owned by the
+caller. A lock taken for a session is removed when the caller closes the
+pipe or exits.
+
+Every grant, release, failed refresh and refusal is logged to syslog through
+the local socket {SYSLOG}: grants and releases with facility mail,
+refusals with facility authpriv (look in /var/log/mail.log and
+/var/log/auth.log, or `journalctl -t spoollock-helper`).
+
+Exit status: 0 session ended, 1 request refused, 2 usage, 3 unusable
+environment (descriptors, syslog), 4 not running setgid {GROUP}, 5 internal error.
+";
+
+fn help_text() -> String {
+    HELP.replace("{GROUP}", paths::HELPER_GROUP)
+        .replace("{HELPER}", paths::HELPER_PATH)
+        .replace("{CONFIG}", paths::CONFIG_PATH)
+        .replace("{SYSLOG}", paths::SYSLOG_SOCKET)
+}
+
+fn say(message: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "spoollock-helper: {message}");
+}
+
+fn main() {
+    std::process::exit(run());
+}
+
+fn run() -> i32 {
+    // 1. The process itself, before anything reads argv, env or files.
+    let closed = match system::fill_standard_fds() {
+        Ok(closed) => closed,
+        // Not even /dev/null can be opened (RLIMIT_NOFILE 0?): nowhere to
+        // report to, and nothing has been done.
+        Err(_) => return exit::ENVIRONMENT,
+    };
+    let no_new_privs_at_exec = system::no_new_privs().unwrap_or(false);
+    let hardening = system::reset_signals()
+        .map_err(|e| format!("signals: {}", e.desc()))
+        .and_then(|()| {
+            system::clear_environment().map_err(|e| format!("environment: {}", e.desc()))
+        })
+        .and_then(|()| {
+            system::set_umask();
+            system::harden_process().map_err(|e| format!("prctl/rlimit: {}", e.desc()))
+        });
+
+    // 3 (early, so every later refusal is audited). The subject is known
+    // from the kernel: real uid and parent pid; the login comes from the
+    // password database.
+    let uid = getuid();
+    let audit = Audit::connect();
+    let login = policy::lookup_login(uid);
+
+    let mut audit = match audit {
+        Ok(mut audit) => {
+            audit.subject.uid = Some(uid.as_raw());
+            audit.subject.client_pid = u32::try_from(getppid().as_raw()).ok();
+            audit.subject.login = login.as_ref().ok().cloned();
+            Some(audit)
+        }
+        Err(why) => {
+            // --help must work without syslog; everything else refuses below.
+            if std::env::args_os().len() == 2
+                && std::env::args_os().nth(1).is_some_and(|a| a == "--help")
+            {
+                None
+            } else {
+                let e = StartupError::NoSyslog(why);
+                say(&e.to_string());
+                return e.exit_code();
+            }
+        }
+    };
+
+    let refuse = |audit: &mut Option<Audit>, e: StartupError| -> i32 {
+        say(&e.to_string());
+        if let Some(audit) = audit.as_mut() {
+            audit.record(
+                Class::Refusal,
+                "start",
+                e.keyword(),
+                &[("error", &e.to_string())],
+            );
+        }
+        e.exit_code()
+    };
+
+    if let Err(why) = hardening {
+        return refuse(&mut audit, StartupError::Hardening(why));
+    }
+
+    // 2. Arguments: argc first, without touching argv. Since Linux 5.18 an
+    // exec with an empty argv arrives as argc 1 with an empty argv[0]:
+    // refused the same way.
+    match std::env::args_os().len() {
+        0 => return refuse(&mut audit, StartupError::ArgcZero),
+        1 if std::env::args_os().next().is_some_and(|a| a.is_empty()) => {
+            return refuse(&mut audit, StartupError::ArgcZero)
+        }
+        1 => {}
+        2 if std::env::args_os().nth(1).is_some_and(|a| a == "--help") => {
+            return help();
+        }
+        _ => return refuse(&mut audit, StartupError::BadArguments),
+    }
+    let Some(mut audit) = audit else {
+        unreachable!("audit is connected unless --help was asked for");
+    };
+
+    // 4. The pipes.
+    if let Some(fd) = (0..3u8).find(|&fd| closed[fd as usize]) {
+        return refuse(&mut Some(audit), StartupError::StdFdClosed(fd));
+    }
+    match (
+        system::fd_kind(std::io::stdin()),
+        system::fd_kind(std::io::stdout()),
+    ) {
+        (Ok(i), _) if !(i.is_pipe && i.readable) => {
+            return refuse(&mut Some(audit), StartupError::StdFdNotPipe(0))
+        }
+        (Err(_), _) => return refuse(&mut Some(audit), StartupError::StdFdNotPipe(0)),
+        (_, Ok(o)) if !(o.is_pipe && o.writable) => {
+            return refuse(&mut Some(audit), StartupError::StdFdNotPipe(1))
+        }
+        (_, Err(_)) => return refuse(&mut Some(audit), StartupError::StdFdNotPipe(1)),
+        _ => {}
+    }
+
+    // 5. The privileged group must really be ours.
+    let group = match Group::from_name(paths::HELPER_GROUP) {
+        Ok(Some(g)) => g.gid,
+        Ok(None) => return refuse(&mut Some(audit), StartupError::NoGroup),
+        Err(e) => {
+            let why = format!("cannot read the group database: {}", e.desc());
+            return refuse(&mut Some(audit), StartupError::Privileges(why));
+        }
+    };
+    let ids = match system::group_ids() {
+        Ok(ids) => ids,
+        Err(e) => return refuse(&mut Some(audit), StartupError::Privileges(e.desc().into())),
+    };
+    if ids.effective != group || ids.saved != group {
+        return refuse(
+            &mut Some(audit),
+            StartupError::NotPrivileged {
+                egid: ids.effective.as_raw(),
+                sgid: ids.saved.as_raw(),
+                group: group.as_raw(),
+                no_new_privs: no_new_privs_at_exec,
+            },
+        );
+    }
+
+    // 6. Park the group in the saved set-gid; no capabilities.
+    let privilege = match GroupPrivilege::park(ids.real, group) {
+        Ok(p) => Arc::new(p),
+        Err(e) => return refuse(&mut Some(audit), StartupError::Privileges(e.desc().into())),
+    };
+    if let Err(why) = system::drop_capabilities() {
+        return refuse(&mut Some(audit), StartupError::Privileges(why));
+    }
+    audit.subject.login = login.as_ref().ok().cloned();
+
+    let audit = Arc::new(Mutex::new(audit));
+    let session = match Session::new(audit.clone(), privilege.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut audit = audit.lock().unwrap_or_else(|p| p.into_inner());
+            audit.record(Class::Refusal, "start", "no-pipes", &[("error", e.desc())]);
+            say(&format!("cannot use the client pipes: {}", e.desc()));
+            return exit::ENVIRONMENT;
+        }
+    };
+    let code = session.run(login);
+    // Nothing privileged is left to do.
+    if privilege.drop_for_good().is_err() {
+        return exit::INTERNAL;
+    }
+    code
+}
+
+/// `--help`: every privilege dropped for good, then static text.
+fn help() -> i32 {
+    if let Ok(ids) = system::group_ids() {
+        if system::set_group_ids(ids.real, ids.real, ids.real).is_err() {
+            return exit::INTERNAL;
+        }
+    }
+    let _ = system::drop_capabilities();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(help_text().as_bytes());
+    let _ = out.flush();
+    exit::OK
+}

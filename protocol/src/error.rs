@@ -179,6 +179,8 @@ pub enum Refusal {
     // -- who the caller is ----------------------------------------------
     /// The caller's real uid has no password database entry.
     UnknownUser { uid: u32 },
+    /// The password database could not be read (errno).
+    UserDatabase { errno: i32 },
     /// The caller's login cannot be a mailbox name.
     UnusableLogin,
     /// The request names a mailbox that is not the caller's own.
@@ -252,6 +254,7 @@ impl Refusal {
             Refusal::StaleAgeOutOfRange { .. } => "stale-age-out-of-range",
             Refusal::BadHolderPid { .. } => "bad-holder-pid",
             Refusal::UnknownUser { .. } => "unknown-user",
+            Refusal::UserDatabase { .. } => "user-database",
             Refusal::UnusableLogin => "unusable-login",
             Refusal::NotYourMailbox => "not-your-mailbox",
             Refusal::UnknownSpool => "unknown-spool",
@@ -290,6 +293,9 @@ impl fmt::Display for Refusal {
             Refusal::BadHolderPid { pid } => write!(f, "holder pid {pid} is not a live process"),
             Refusal::UnknownUser { uid } => {
                 write!(f, "uid {uid} has no entry in the password database")
+            }
+            Refusal::UserDatabase { errno } => {
+                write!(f, "cannot read the password database (errno {errno})")
             }
             Refusal::UnusableLogin => f.write_str("login name cannot be used as a mailbox name"),
             Refusal::NotYourMailbox => {

@@ -1,0 +1,589 @@
+//! One client session: handshake, then requests answered in order until
+//! `Bye` or end of file. A session lock lives exactly as long as the
+//! session; the helper refreshes it while it is held.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::stat::fstatat;
+use spoollock_lockfile::{
+    acquire, check, process_state, remove_by_name, touch_by_name, Dotlock, Event, Holder, LockDir,
+    LockError, LockState, Observer, Op, Options, PidMode, ProcState, StaleReason, Wait,
+};
+use spoollock_protocol::limits::{DEFAULT_STALE_AGE_SECS, MAX_STALE_AGE_SECS, MIN_STALE_AGE_SECS};
+use spoollock_protocol::{
+    exit, read_frame, write_frame, CodecError, FrameProblem, FsOp, Hello, HolderInfo, LockInfo,
+    LockMode, LockRequest, LockStatus, Refusal, Reply, Request, SessionInfo, StaleKind, Target,
+    WaitSpec, Welcome, PROTOCOL_VERSION,
+};
+
+use crate::audit::{Audit, Class};
+use crate::policy::{self, Caller};
+use crate::privilege::GroupPrivilege;
+use crate::{config, sweep};
+
+/// The longest pause between two refreshes of a held session lock.
+const MAX_REFRESH: Duration = Duration::from_secs(60);
+
+/// Audit fields collected while a request is handled.
+type Fields = Vec<(&'static str, String)>;
+
+/// The shared audit handle (the lockfile observer reports through it too).
+pub type SharedAudit = Arc<Mutex<Audit>>;
+
+fn record(audit: &SharedAudit, class: Class, op: &str, result: &str, fields: &[(&str, String)]) {
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    audit
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .record(class, op, result, &fields);
+}
+
+/// The session lock the helper holds for its client.
+#[derive(Debug)]
+struct Held {
+    lock: Dotlock,
+    spool: usize,
+    stale_age: Duration,
+}
+
+/// What to do after a request.
+enum Step {
+    Continue,
+    End(i32),
+}
+
+/// The session state.
+#[derive(Debug)]
+pub struct Session {
+    audit: SharedAudit,
+    privilege: Arc<GroupPrivilege>,
+    input: File,
+    output: File,
+    /// Readable when the client sends something or goes away: ends waits.
+    interrupt: Arc<OwnedFd>,
+    caller: Option<Caller>,
+    spools: Vec<String>,
+    held: Option<Held>,
+    /// The spool whose session lock was lost (removed by someone else).
+    lost: Option<usize>,
+    /// Spools already swept of the caller's dead temporary files.
+    swept: Vec<usize>,
+}
+
+impl Session {
+    /// A session over the standard input and output pipes.
+    pub fn new(audit: SharedAudit, privilege: Arc<GroupPrivilege>) -> Result<Session, Errno> {
+        let input = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(io_errno)?;
+        let interrupt = Arc::new(input.try_clone().map_err(io_errno)?);
+        let output = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(io_errno)?;
+        Ok(Session {
+            audit,
+            privilege,
+            input: File::from(input),
+            output: File::from(output),
+            interrupt,
+            caller: None,
+            spools: Vec::new(),
+            held: None,
+            lost: None,
+            swept: Vec::new(),
+        })
+    }
+
+    /// Run the session to its end; the helper's exit status.
+    pub fn run(mut self, login: Result<String, Refusal>) -> i32 {
+        if let Err(code) = self.handshake() {
+            return code;
+        }
+        if let Err(refusal) = self.start(login) {
+            self.audit_refusal("start", &refusal, &Vec::new());
+            let _ = write_frame(&mut self.output, &Reply::Error(refusal));
+            return exit::REFUSED;
+        }
+        loop {
+            if !self.wait_for_request() {
+                continue;
+            }
+            let request = match read_frame::<_, Request>(&mut self.input) {
+                Ok(request) => request,
+                Err(CodecError::Closed) => return self.end("eof", exit::OK),
+                Err(e) => return self.bad_frame(&e),
+            };
+            match self.dispatch(request) {
+                Step::Continue => {}
+                Step::End(code) => return code,
+            }
+        }
+    }
+
+    fn handshake(&mut self) -> Result<(), i32> {
+        let hello = match read_frame::<_, Hello>(&mut self.input) {
+            Ok(hello) => hello,
+            Err(e) => {
+                let problem = e.problem().unwrap_or(FrameProblem::Truncated);
+                self.audit_refusal(
+                    "hello",
+                    &Refusal::BadFrame(problem),
+                    &vec![("detail", e.to_string())],
+                );
+                let _ = write_frame(&mut self.output, &Welcome::answer(&bogus_hello()));
+                return Err(exit::REFUSED);
+            }
+        };
+        let welcome = Welcome::answer(&hello);
+        if !welcome.accepted {
+            let refusal = if hello.magic == spoollock_protocol::MAGIC {
+                Refusal::VersionMismatch {
+                    client: hello.version,
+                    helper: PROTOCOL_VERSION,
+                }
+            } else {
+                Refusal::BadFrame(FrameProblem::BadHello)
+            };
+            self.audit_refusal("hello", &refusal, &Vec::new());
+            let _ = write_frame(&mut self.output, &welcome);
+            return Err(exit::REFUSED);
+        }
+        write_frame(&mut self.output, &welcome).map_err(|_| exit::REFUSED)
+    }
+
+    fn start(&mut self, login: Result<String, Refusal>) -> Result<(), Refusal> {
+        let uid = nix::unistd::getuid();
+        let login = login?;
+        if !policy::login_usable(&login) {
+            return Err(Refusal::UnusableLogin);
+        }
+        self.spools = config::load().map_err(|e| Refusal::BadConfig(e.to_string()))?;
+        self.caller = Some(Caller {
+            uid,
+            login: login.clone(),
+        });
+        let info = SessionInfo {
+            uid: uid.as_raw(),
+            login,
+            helper_pid: std::process::id(),
+            spools: self.spools.clone(),
+        };
+        write_frame(&mut self.output, &Reply::Ready(info)).map_err(|_| Refusal::Io {
+            op: FsOp::Wait,
+            errno: Errno::EPIPE as i32,
+        })
+    }
+
+    fn caller(&self) -> &Caller {
+        self.caller.as_ref().expect("caller is set before requests")
+    }
+
+    /// Wait until the client sends something; while a session lock is
+    /// held, wake up to refresh it. True when input is ready.
+    fn wait_for_request(&mut self) -> bool {
+        let timeout = match &self.held {
+            None => PollTimeout::NONE,
+            Some(held) => {
+                let every = (held.stale_age / 5).clamp(Duration::from_secs(1), MAX_REFRESH);
+                PollTimeout::try_from(every.as_millis()).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(self.input.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => {
+                self.refresh();
+                false
+            }
+            Ok(_) => true,
+            Err(Errno::EINTR) => false,
+            // A poll failure on our own pipe: let the read report it.
+            Err(_) => true,
+        }
+    }
+
+    fn refresh(&mut self) {
+        let Some(held) = &self.held else {
+            return;
+        };
+        if let Err(e) = held.lock.touch() {
+            let mut fields = vec![
+                ("spool", self.spools[held.spool].clone()),
+                ("lock", policy::lock_name(&self.caller().login)),
+                ("error", e.to_string()),
+            ];
+            if e == LockError::NotOurs {
+                let held = self.held.take().expect("checked above");
+                self.lost = Some(held.spool);
+                held.lock.leak();
+                fields.push(("state", "lost".into()));
+            }
+            record(&self.audit, Class::Failure, "refresh", "failed", &fields);
+        }
+    }
+
+    fn bad_frame(&mut self, e: &CodecError) -> i32 {
+        let problem = e.problem().unwrap_or(FrameProblem::Truncated);
+        let refusal = Refusal::BadFrame(problem);
+        self.audit_refusal("request", &refusal, &vec![("detail", e.to_string())]);
+        let _ = write_frame(&mut self.output, &Reply::Error(refusal));
+        self.end("bad-frame", exit::REFUSED)
+    }
+
+    /// End the session: release the session lock, if any.
+    fn end(&mut self, trigger: &str, code: i32) -> i32 {
+        if let Some(held) = self.held.take() {
+            let mut fields = vec![
+                ("spool", self.spools[held.spool].clone()),
+                ("lock", policy::lock_name(&self.caller().login)),
+                ("trigger", trigger.to_owned()),
+            ];
+            match held.lock.release() {
+                Ok(()) => record(&self.audit, Class::Release, "release", "released", &fields),
+                Err(e) => {
+                    fields.push(("error", e.to_string()));
+                    record(&self.audit, Class::Failure, "release", "failed", &fields);
+                }
+            }
+        }
+        code
+    }
+
+    fn audit_refusal(&self, op: &str, refusal: &Refusal, fields: &Fields) {
+        let class = if refusal.is_policy() {
+            Class::Refusal
+        } else {
+            Class::Failure
+        };
+        let mut fields = fields.clone();
+        fields.push(("error", refusal.to_string()));
+        record(&self.audit, class, op, refusal.keyword(), &fields);
+    }
+
+    fn dispatch(&mut self, request: Request) -> Step {
+        let op = match &request {
+            Request::Lock(_) => "lock",
+            Request::Touch(_) => "touch",
+            Request::Unlock(_) => "unlock",
+            Request::Check(_) => "check",
+            Request::Bye => "bye",
+        };
+        let mut fields = Fields::new();
+        let result = match request {
+            Request::Lock(r) => self.lock(r, &mut fields),
+            Request::Touch(t) => self.touch(&t, &mut fields),
+            Request::Unlock(t) => self.unlock(&t, &mut fields),
+            Request::Check(t) => self.check(&t, &mut fields),
+            Request::Bye => {
+                let code = self.end("bye", exit::OK);
+                let _ = write_frame(&mut self.output, &Reply::Bye);
+                return Step::End(code);
+            }
+        };
+        let reply = match result {
+            Ok(reply) => {
+                match &reply {
+                    Reply::Locked(_) => record(&self.audit, Class::Grant, op, "granted", &fields),
+                    Reply::Unlocked => {
+                        fields.push(("trigger", "request".into()));
+                        record(&self.audit, Class::Release, "release", "released", &fields)
+                    }
+                    _ => {}
+                }
+                reply
+            }
+            Err(refusal) => {
+                self.audit_refusal(op, &refusal, &fields);
+                Reply::Error(refusal)
+            }
+        };
+        match write_frame(&mut self.output, &reply) {
+            Ok(()) => Step::Continue,
+            Err(_) => Step::End(self.end("client-gone", exit::OK)),
+        }
+    }
+
+    /// Check the target and open its spool.
+    fn prepare(&self, target: &Target, fields: &mut Fields) -> Result<(usize, LockDir), Refusal> {
+        if let Some(name) = &target.mailbox {
+            fields.push(("requested", name.clone()));
+        }
+        if let spoollock_protocol::SpoolSel::Path(p) = &target.spool {
+            fields.push(("requested_spool", p.clone()));
+        }
+        policy::check_requested(target, self.caller())?;
+        let index = policy::select(&target.spool, &self.spools)?;
+        fields.push(("spool", self.spools[index].clone()));
+        fields.push(("lock", policy::lock_name(&self.caller().login)));
+        let dir = policy::open_spool(&self.spools[index], self.privilege.group())
+            .map_err(Refusal::Spool)?;
+        Ok((index, dir))
+    }
+
+    fn options(&self, stale_age: Duration) -> Options {
+        let audit = self.audit.clone();
+        let observer: Observer = Arc::new(move |event: &Event| {
+            if let Event::BrokeStale(holder, reason) = event {
+                let mut fields = holder_fields(holder);
+                fields.push(("reason", reason.to_string()));
+                record(&audit, Class::Release, "break-stale", "removed", &fields);
+            }
+        });
+        Options {
+            stale_age,
+            privilege: Some(self.privilege.clone()),
+            interrupt: Some(self.interrupt.clone()),
+            observer: Some(observer),
+            ..Options::default()
+        }
+    }
+
+    fn lock(&mut self, req: LockRequest, fields: &mut Fields) -> Result<Reply, Refusal> {
+        if self.held.is_some() {
+            return Err(Refusal::AlreadyLocked);
+        }
+        let (index, dir) = self.prepare(&req.target, fields)?;
+        let secs = req.stale_age_secs.unwrap_or(DEFAULT_STALE_AGE_SECS);
+        if !(MIN_STALE_AGE_SECS..=MAX_STALE_AGE_SECS).contains(&secs) {
+            return Err(Refusal::StaleAgeOutOfRange {
+                min_secs: MIN_STALE_AGE_SECS,
+                max_secs: MAX_STALE_AGE_SECS,
+            });
+        }
+        let stale_age = Duration::from_secs(secs.into());
+        policy::check_mailbox(&dir, self.caller()).map_err(Refusal::Mailbox)?;
+        let (pid_mode, pid, detached) = match req.mode {
+            LockMode::Session => (PidMode::Own, Some(std::process::id()), false),
+            LockMode::Detached { holder_pid: None } => (PidMode::None, None, true),
+            LockMode::Detached {
+                holder_pid: Some(p),
+            } => {
+                let alive = p > 1
+                    && p <= i32::MAX as u32
+                    && matches!(process_state(p), ProcState::Alive { .. });
+                if !alive {
+                    return Err(Refusal::BadHolderPid { pid: p });
+                }
+                (PidMode::Pid(p), Some(p), true)
+            }
+        };
+        fields.push(("mode", if detached { "detached" } else { "session" }.into()));
+        fields.push(("wait", describe_wait(req.wait)));
+        let mut opts = self.options(stale_age);
+        opts.pid_mode = pid_mode;
+        opts.wait = match req.wait {
+            WaitSpec::NoWait => Wait::NoWait,
+            WaitSpec::Retries(n) => Wait::Retries(n),
+            WaitSpec::TimeoutMs(ms) => Wait::timeout(Duration::from_millis(ms)),
+            WaitSpec::Forever => Wait::Forever,
+        };
+        if !self.swept.contains(&index) {
+            self.swept.push(index);
+            let uid = self.caller().uid.as_raw();
+            for removed in sweep::sweep(&dir, uid, &*self.privilege) {
+                let fields = vec![("spool", self.spools[index].clone()), ("name", removed)];
+                record(&self.audit, Class::Release, "cleanup", "removed", &fields);
+            }
+        }
+        let name = policy::lock_name(&self.caller().login);
+        let lock = acquire(&dir, name.as_ref(), &opts).map_err(refusal_of)?;
+        let info = LockInfo {
+            spool: self.spools[index].clone(),
+            name,
+            pid,
+            detached,
+            stale_age_secs: secs,
+        };
+        if detached {
+            lock.leak();
+        } else {
+            self.held = Some(Held {
+                lock,
+                spool: index,
+                stale_age,
+            });
+            self.lost = None;
+        }
+        Ok(Reply::Locked(info))
+    }
+
+    fn touch(&mut self, target: &Target, fields: &mut Fields) -> Result<Reply, Refusal> {
+        let (index, dir) = self.prepare(target, fields)?;
+        if let Some(held) = self.held.as_ref().filter(|h| h.spool == index) {
+            fields.push(("mode", "session".into()));
+            return match held.lock.touch() {
+                Ok(()) => Ok(Reply::Touched),
+                Err(LockError::NotOurs) => {
+                    let held = self.held.take().expect("checked above");
+                    held.lock.leak();
+                    self.lost = Some(index);
+                    Err(Refusal::LockLost)
+                }
+                Err(e) => Err(refusal_of(e)),
+            };
+        }
+        if self.lost == Some(index) {
+            return Err(Refusal::LockLost);
+        }
+        fields.push(("mode", "by-name".into()));
+        let name = policy::lock_name(&self.caller().login);
+        ensure_present(&dir, &name)?;
+        let uid = self.caller().uid.as_raw();
+        touch_by_name(&dir, name.as_ref(), |_, owner| owner == uid).map_err(refusal_of)?;
+        Ok(Reply::Touched)
+    }
+
+    fn unlock(&mut self, target: &Target, fields: &mut Fields) -> Result<Reply, Refusal> {
+        let (index, dir) = self.prepare(target, fields)?;
+        if self.held.as_ref().is_some_and(|h| h.spool == index) {
+            fields.push(("mode", "session".into()));
+            let held = self.held.take().expect("checked above");
+            return match held.lock.release() {
+                Ok(()) => Ok(Reply::Unlocked),
+                Err(LockError::NotOurs) => Err(Refusal::LockLost),
+                Err(e) => Err(refusal_of(e)),
+            };
+        }
+        if self.lost.take() == Some(index) {
+            return Err(Refusal::LockLost);
+        }
+        fields.push(("mode", "by-name".into()));
+        let name = policy::lock_name(&self.caller().login);
+        ensure_present(&dir, &name)?;
+        let uid = self.caller().uid.as_raw();
+        let opts = self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()));
+        remove_by_name(&dir, name.as_ref(), &opts, |_, owner| owner == uid).map_err(refusal_of)?;
+        Ok(Reply::Unlocked)
+    }
+
+    fn check(&mut self, target: &Target, fields: &mut Fields) -> Result<Reply, Refusal> {
+        let (_, dir) = self.prepare(target, fields)?;
+        let name = policy::lock_name(&self.caller().login);
+        let opts = self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()));
+        let status = match check(&dir, name.as_ref(), &opts).map_err(refusal_of)? {
+            LockState::Free => LockStatus::Free,
+            LockState::Held(holder) => LockStatus::Held(holder_info(&holder)),
+            LockState::Stale(holder, reason) => LockStatus::Stale(
+                holder_info(&holder),
+                match reason {
+                    StaleReason::DeadProcess => StaleKind::DeadProcess,
+                    StaleReason::PidReused => StaleKind::PidReused,
+                    StaleReason::Age => StaleKind::Age,
+                },
+            ),
+        };
+        Ok(Reply::Status(status))
+    }
+}
+
+/// A hello that is never accepted, to answer a client whose hello did not
+/// decode.
+fn bogus_hello() -> Hello {
+    Hello {
+        magic: [0; 8],
+        version: 0,
+    }
+}
+
+fn io_errno(e: std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32))
+}
+
+/// A by-name request for a lock that does not exist says so.
+fn ensure_present(dir: &LockDir, name: &str) -> Result<(), Refusal> {
+    match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOENT) => Err(Refusal::NotLocked),
+        Err(e) => Err(Refusal::Io {
+            op: FsOp::Stat,
+            errno: e as i32,
+        }),
+    }
+}
+
+fn describe_wait(wait: WaitSpec) -> String {
+    match wait {
+        WaitSpec::NoWait => "none".into(),
+        WaitSpec::Retries(n) => format!("retries:{n}"),
+        WaitSpec::TimeoutMs(ms) => format!("ms:{ms}"),
+        WaitSpec::Forever => "forever".into(),
+    }
+}
+
+fn holder_info(holder: &Holder) -> HolderInfo {
+    let mtime_secs = match holder.mtime.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    HolderInfo {
+        pid: holder.content.pid,
+        host: holder.content.host.clone(),
+        mtime_secs,
+    }
+}
+
+fn holder_fields(holder: &Holder) -> Fields {
+    let mut fields = Fields::new();
+    fields.push((
+        "holder_pid",
+        holder
+            .content
+            .pid
+            .map_or_else(|| "none".into(), |p| p.to_string()),
+    ));
+    if let Some(host) = &holder.content.host {
+        fields.push(("holder_host", host.clone()));
+    }
+    fields
+}
+
+fn fs_op(op: Op) -> FsOp {
+    match op {
+        Op::OpenDir => FsOp::OpenDir,
+        Op::CreateTemp => FsOp::CreateTemp,
+        Op::WriteTemp => FsOp::WriteTemp,
+        Op::Link => FsOp::Link,
+        Op::Stat => FsOp::Stat,
+        Op::ReadLock => FsOp::ReadLock,
+        Op::Unlink => FsOp::Unlink,
+        Op::Rename => FsOp::Rename,
+        Op::Touch => FsOp::Touch,
+        Op::Wait => FsOp::Wait,
+    }
+}
+
+/// The refusal a lockfile error becomes.
+pub fn refusal_of(e: LockError) -> Refusal {
+    match e {
+        LockError::Busy { holder } => Refusal::Busy {
+            holder: holder.as_ref().map(holder_info),
+        },
+        LockError::Timeout { holder } => Refusal::Timeout {
+            holder: holder.as_ref().map(holder_info),
+        },
+        LockError::NameTooLong | LockError::InvalidName => Refusal::UnusableLogin,
+        LockError::Permission { op, errno } => Refusal::Permission {
+            op: fs_op(op),
+            errno: errno as i32,
+        },
+        LockError::TempWrite { errno } => Refusal::TempWrite {
+            errno: errno as i32,
+        },
+        LockError::NotRegularFile => Refusal::LockNotRegular,
+        LockError::NotOurs => Refusal::NotOurs,
+        LockError::StaleNotRemoved { errno } => Refusal::StaleNotRemoved {
+            errno: errno as i32,
+        },
+        LockError::Interrupted => Refusal::Cancelled,
+        LockError::Io { op, errno } => Refusal::Io {
+            op: fs_op(op),
+            errno: errno as i32,
+        },
+    }
+}

@@ -1,0 +1,178 @@
+//! Thin wrappers over the process-wide system calls the helper makes at
+//! start-up and around privileged operations. This is the only module with
+//! `unsafe` code; every such block says why it is sound.
+
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::{
+    sigaction, sigprocmask, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal,
+};
+use nix::sys::stat::{fstat, umask, FileStat, Mode, SFlag};
+use nix::unistd::{getresgid, setresgid, Gid, ResGid};
+
+/// Make sure descriptors 0, 1 and 2 are open, so that no file the helper
+/// opens later can land on one of them (and receive protocol replies or
+/// error text). Closed ones are pointed at `/dev/null`.
+///
+/// Returns which of them were closed.
+pub fn fill_standard_fds() -> Result<[bool; 3], Errno> {
+    let mut closed = [false; 3];
+    loop {
+        let fd = open(
+            "/dev/null",
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )?;
+        let raw = fd.as_raw_fd();
+        if !(0..=2).contains(&raw) {
+            // The lowest free descriptor is above 2: all three are open.
+            return Ok(closed);
+        }
+        closed[raw as usize] = true;
+        // Keep it open for the life of the process: it now is that
+        // standard descriptor.
+        let _ = fd.into_raw_fd();
+    }
+}
+
+/// How a standard descriptor is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdKind {
+    pub is_pipe: bool,
+    pub readable: bool,
+    pub writable: bool,
+}
+
+/// Inspect an open descriptor (one of the standard three).
+pub fn fd_kind(fd: impl AsFd) -> Result<FdKind, Errno> {
+    let st: FileStat = fstat(&fd)?;
+    let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+    let mode = flags & OFlag::O_ACCMODE;
+    Ok(FdKind {
+        is_pipe: kind == SFlag::S_IFIFO,
+        readable: mode == OFlag::O_RDONLY || mode == OFlag::O_RDWR,
+        writable: mode == OFlag::O_WRONLY || mode == OFlag::O_RDWR,
+    })
+}
+
+/// Put every signal back to its default disposition except `SIGPIPE` and
+/// `SIGXFSZ`, which are ignored (a closed client pipe and `RLIMIT_FSIZE`
+/// then surface as `EPIPE` and `EFBIG` errors the helper handles, instead
+/// of killing it between two steps), and unblock all signals.
+pub fn reset_signals() -> Result<(), Errno> {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        let action = if matches!(signal, Signal::SIGPIPE | Signal::SIGXFSZ) {
+            &ignore
+        } else {
+            &default
+        };
+        // SAFETY: the new action is SIG_DFL or SIG_IGN, so no handler code
+        // ever runs in signal context; the previous action is discarded,
+        // so no handler installed by the caller (none can survive execve
+        // anyway) is kept or called.
+        unsafe { sigaction(signal, action) }?;
+    }
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+}
+
+/// Remove every environment variable.
+pub fn clear_environment() -> Result<(), Errno> {
+    // SAFETY: `clearenv` is unsound only when another thread reads or
+    // writes the environment at the same time. It is called first thing
+    // in `main`, before the helper creates any thread, and nothing keeps a
+    // pointer into the environment (std copies what it reads).
+    unsafe { nix::env::clearenv() }.map_err(|_| Errno::EINVAL)?;
+    if std::env::vars_os().next().is_some() {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// Fix the file creation mask (lock files get explicit modes anyway).
+pub fn set_umask() {
+    umask(Mode::from_bits_truncate(0o022));
+}
+
+/// No core dumps, not dumpable (so the caller cannot ptrace the helper or
+/// read its memory through /proc), and no privilege gained by exec.
+pub fn harden_process() -> Result<(), Errno> {
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+    nix::sys::prctl::set_dumpable(false)?;
+    nix::sys::prctl::set_no_new_privs()?;
+    Ok(())
+}
+
+/// Whether `no_new_privs` was already set when the helper was executed
+/// (then the kernel ignored the setgid bit).
+pub fn no_new_privs() -> Result<bool, Errno> {
+    nix::sys::prctl::get_no_new_privs()
+}
+
+/// Empty every capability set (effective, permitted, inheritable,
+/// ambient) and check that they are empty. A setgid (not setuid) helper
+/// normally has none; a root caller's are dropped.
+pub fn drop_capabilities() -> Result<(), String> {
+    use caps::CapSet;
+    for set in [
+        CapSet::Ambient,
+        CapSet::Inheritable,
+        CapSet::Effective,
+        CapSet::Permitted,
+    ] {
+        caps::clear(None, set).map_err(|e| format!("cannot clear {set:?} capabilities: {e}"))?;
+    }
+    for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
+        let held = caps::read(None, set).map_err(|e| format!("cannot read capabilities: {e}"))?;
+        if !held.is_empty() {
+            return Err(format!("{set:?} capabilities remain: {held:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Real, effective and saved group ids.
+pub fn group_ids() -> Result<ResGid, Errno> {
+    getresgid()
+}
+
+/// Set real, effective and saved group ids, and check that the kernel
+/// applied exactly that.
+pub fn set_group_ids(real: Gid, effective: Gid, saved: Gid) -> Result<(), Errno> {
+    setresgid(real, effective, saved)?;
+    let now = getresgid()?;
+    if (now.real, now.effective, now.saved) == (real, effective, saved) {
+        Ok(())
+    } else {
+        Err(Errno::EPERM)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_fds_of_the_test_process_are_open() {
+        assert_eq!(fill_standard_fds().unwrap(), [false; 3]);
+    }
+
+    #[test]
+    fn a_pipe_is_recognised() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let rk = fd_kind(&r).unwrap();
+        assert!(rk.is_pipe && rk.readable && !rk.writable);
+        let wk = fd_kind(&w).unwrap();
+        assert!(wk.is_pipe && wk.writable && !wk.readable);
+        let null = open("/dev/null", OFlag::O_RDONLY, Mode::empty()).unwrap();
+        assert!(!fd_kind(&null).unwrap().is_pipe);
+    }
+}
