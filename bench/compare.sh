@@ -39,19 +39,6 @@ die() { say "compare.sh: $*"; exit 2; }
 command -v cargo >/dev/null || die "cargo not found"
 command -v cc >/dev/null || die "no C compiler (cc) found"
 
-LIBLOCKFILE=yes
-missing=()
-[[ -r /usr/include/lockfile.h ]] || missing+=("lockfile.h (package liblockfile-dev)")
-command -v dotlockfile >/dev/null || missing+=("dotlockfile (package liblockfile-bin)")
-if ((${#missing[@]})); then
-	LIBLOCKFILE=no
-	say "=============================================================================="
-	say "liblockfile is MISSING: ${missing[*]}"
-	say "The comparison needs it: apt-get install liblockfile-dev liblockfile-bin"
-	say "Only spoollock's own figures are measured; every ratio is n/a."
-	say "=============================================================================="
-fi
-
 mkdir -p "$OUT"
 say "building the spoollock driver (cargo, release) ..."
 RUST_DRIVER=$(cd "$ROOT" && cargo build --release --quiet -p spoollock-lockfile \
@@ -59,11 +46,23 @@ RUST_DRIVER=$(cd "$ROOT" && cargo build --release --quiet -p spoollock-lockfile 
 	grep -o '"executable":"[^"]*compare_driver[^"]*"' | tail -n1 | cut -d'"' -f4) || true
 [[ -n $RUST_DRIVER && -x $RUST_DRIVER ]] || die "could not build the compare_driver bench"
 
+# liblockfile: the dotlockfile command, and lockfile.h + -llockfile for the C driver.
+LIBLOCKFILE=yes
+missing=()
+command -v dotlockfile >/dev/null || missing+=("the dotlockfile command (package liblockfile-bin)")
 C_DRIVER=$OUT/lockfile_driver
-if [[ $LIBLOCKFILE == yes ]]; then
-	say "building the liblockfile driver (cc -O2 ... -llockfile) ..."
-	cc -O2 -Wall -Wextra -o "$C_DRIVER" "$ROOT/bench/lockfile_driver.c" -llockfile ||
-		die "cannot build bench/lockfile_driver.c against liblockfile (liblockfile-dev installed?)"
+say "building the liblockfile driver (cc -O2 ... -llockfile) ..."
+if ! cc -O2 -Wall -Wextra -o "$C_DRIVER" "$ROOT/bench/lockfile_driver.c" -llockfile 2>"$OUT/cc.log"; then
+	missing+=("lockfile.h / -llockfile (package liblockfile-dev): $(grep -m1 -E 'error|cannot find' "$OUT/cc.log" || true)")
+fi
+if ((${#missing[@]})); then
+	LIBLOCKFILE=no
+	say "=============================================================================="
+	say "liblockfile is MISSING:"
+	for m in "${missing[@]}"; do say "  - $m"; done
+	say "The comparison needs it: apt-get install liblockfile-dev liblockfile-bin"
+	say "Only spoollock's own figures are measured; every ratio is n/a."
+	say "=============================================================================="
 fi
 
 # --- the directory -----------------------------------------------------------
@@ -72,7 +71,8 @@ BASE=${1:-/var/tmp}
 [[ -d $BASE ]] || die "$BASE is not a directory"
 WORK=$(mktemp -d "$BASE/spoollock-compare.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-FSTYPE=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null || stat -f -c %T "$WORK" 2>/dev/null || echo unknown)
+FSTYPE=$(findmnt -n -o FSTYPE -T "$WORK" 2>/dev/null | tail -n1)
+[[ -n $FSTYPE ]] || FSTYPE=$(stat -f -c %T "$WORK" 2>/dev/null || echo unknown)
 
 # --- helpers -----------------------------------------------------------------
 
@@ -203,7 +203,8 @@ if [[ -n $UNC_C ]]; then
 else
 	row "uncontended acquire+release, per cycle" "$(us "$UNC_RUST") us" "$na" "$na" "<= 1.0x" "-"
 fi
-echo "    (median of $ROUNDS rounds of $UNCONTENDED_CYCLES cycles; spoollock rounds: $(for v in "${rust_runs[@]}"; do printf '%s ' "$(us "$v")"; done)us; liblockfile: $(for v in "${c_runs[@]}"; do printf '%s ' "$(us "$v")"; done)${c_runs[*]:+us})"
+rounds() { local v; (($#)) || { echo "n/a"; return; }; for v; do printf '%s ' "$(us "$v")"; done; echo us; }
+echo "    (median of $ROUNDS rounds of $UNCONTENDED_CYCLES cycles; spoollock rounds: $(rounds "${rust_runs[@]}"); liblockfile: $(rounds "${c_runs[@]}"))"
 
 if [[ $LIBLOCKFILE == yes ]]; then
 	ratio=$(calc %.1f "$CLI_D_WALL / $CLI_S_WALL")
