@@ -282,3 +282,22 @@ fn a_termination_signal_reaches_the_command_and_the_lock_is_released() {
         "lock released after the command ended"
     );
 }
+
+#[test]
+fn locks_are_readable_by_other_tools_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new("umask");
+    let mbox = s.join("mbox");
+    let script = format!(
+        "umask 077 && exec '{}' lock '{}'",
+        env!("CARGO_BIN_EXE_spoollock"),
+        p(&mbox)
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = std::fs::metadata(s.join("mbox.lock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644);
+}

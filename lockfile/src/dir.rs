@@ -6,11 +6,12 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
+use nix::sys::inotify::Inotify;
 use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
 
 use crate::error::{LockError, Op, Result};
@@ -24,8 +25,23 @@ pub const NAME_MAX: usize = 255;
 /// be swapped between a check and the call that relies on it.
 #[derive(Debug, Clone)]
 pub struct LockDir {
-    fd: Arc<OwnedFd>,
+    inner: Arc<DirInner>,
 }
+
+#[derive(Debug)]
+struct DirInner {
+    fd: OwnedFd,
+    /// An inotify instance watching this directory, kept between waits:
+    /// closing one waits for a kernel grace period (milliseconds), which
+    /// must not sit between a hand-off and the new holder's return.
+    inotify: Mutex<Option<Inotify>>,
+    /// The file system's clock as last read here: (its time, our
+    /// monotonic instant then). Saves `check` a probe file per call.
+    fs_clock: Mutex<Option<(SystemTime, Instant)>>,
+}
+
+/// How long a file-system clock reading is reused before a new one.
+const FS_CLOCK_REUSE: Duration = Duration::from_secs(60);
 
 impl LockDir {
     /// Open `path` as a directory (symlinks in the path are followed, as
@@ -33,7 +49,7 @@ impl LockDir {
     pub fn open(path: &Path) -> Result<LockDir> {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
         match open(path, flags, Mode::empty()) {
-            Ok(fd) => Ok(LockDir { fd: Arc::new(fd) }),
+            Ok(fd) => Ok(LockDir::from_fd(fd)),
             Err(errno) => Err(LockError::from_errno(Op::OpenDir, errno)),
         }
     }
@@ -41,13 +57,44 @@ impl LockDir {
     /// Use a directory the caller opened and checked itself (the helper
     /// opens its spool with `O_NOFOLLOW` and verifies it before use).
     pub fn from_fd(fd: OwnedFd) -> LockDir {
-        LockDir { fd: Arc::new(fd) }
+        LockDir {
+            inner: Arc::new(DirInner {
+                fd,
+                inotify: Mutex::new(None),
+                fs_clock: Mutex::new(None),
+            }),
+        }
     }
 
     /// The `/proc/self/fd` path of this directory, for APIs that take a path.
     pub(crate) fn proc_path(&self) -> String {
         use std::os::fd::AsRawFd;
-        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+        format!("/proc/self/fd/{}", self.inner.fd.as_raw_fd())
+    }
+
+    /// Take the kept inotify instance, if any.
+    pub(crate) fn take_inotify(&self) -> Option<Inotify> {
+        self.inner.inotify.lock().ok()?.take()
+    }
+
+    /// Keep `inotify` for the next wait (or close it if one is kept).
+    pub(crate) fn keep_inotify(&self, inotify: Inotify) {
+        if let Ok(mut slot) = self.inner.inotify.lock() {
+            slot.get_or_insert(inotify);
+        }
+    }
+
+    /// Remember that the file system's clock read `fs_time` at `at`.
+    pub(crate) fn record_fs_clock(&self, fs_time: SystemTime, at: Instant) {
+        if let Ok(mut clock) = self.inner.fs_clock.lock() {
+            *clock = Some((fs_time, at));
+        }
+    }
+
+    /// The file system's current time from a recent reading, if any.
+    pub(crate) fn recent_fs_now(&self) -> Option<SystemTime> {
+        let (fs_time, at) = (*self.inner.fs_clock.lock().ok()?)?;
+        (at.elapsed() < FS_CLOCK_REUSE).then(|| fs_time + at.elapsed())
     }
 
     /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
@@ -58,7 +105,7 @@ impl LockDir {
 
 impl AsFd for LockDir {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.inner.fd.as_fd()
     }
 }
 

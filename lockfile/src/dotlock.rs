@@ -152,6 +152,7 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
         let ours = FileId::of(&temp_st);
         let at_name = absent_ok(dir.stat(name), Op::Stat)?;
         if at_name.as_ref().map(FileId::of) == Some(ours) && temp_st.st_nlink == 2 {
+            temp.ensure_mode(&temp_st, opts.mode);
             return Ok(Dotlock {
                 dir: dir.clone(),
                 name: name.to_owned(),
@@ -168,7 +169,10 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
         }
         // The file system's "now": our temp file's mtime, advanced by the
         // monotonic clock since it was written.
-        let (base, at) = *fs_clock.get_or_insert((mtime(&temp_st), temp.written_at));
+        let (base, at) = *fs_clock.get_or_insert_with(|| {
+            dir.record_fs_clock(mtime(&temp_st), temp.written_at);
+            (mtime(&temp_st), temp.written_at)
+        });
         let fs_now = base + at.elapsed();
 
         let Some(existing) = inspect(dir, name)? else {
@@ -228,10 +232,15 @@ pub fn check(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<LockState> {
     )
 }
 
-/// The file system's current time, read from the mtime of a probe file.
+/// The file system's current time: from a reading taken in the last
+/// minute, or from the mtime of a new probe file.
 fn fs_now(dir: &LockDir, opts: &Options) -> Result<SystemTime> {
+    if let Some(now) = dir.recent_fs_now() {
+        return Ok(now);
+    }
     let probe = TempFile::create(dir, b"", opts.mode, opts.privilege.as_deref())?;
     let st = probe.stat()?;
+    dir.record_fs_clock(mtime(&st), probe.written_at);
     Ok(mtime(&st) + probe.written_at.elapsed())
 }
 

@@ -89,12 +89,6 @@ impl<'a> TempFile<'a> {
             fd: Some(fd),
             written_at: Instant::now(),
         };
-        // The umask may have narrowed the mode; locks must be readable by
-        // the other tools that judge them.
-        fchmod(temp.fd(), mode).map_err(|errno| LockError::Io {
-            op: Op::CreateTemp,
-            errno,
-        })?;
         temp.write_all(content)?;
         temp.written_at = Instant::now();
         Ok(temp)
@@ -110,6 +104,17 @@ impl<'a> TempFile<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Give the file exactly `mode` if the umask narrowed it (`st` is a
+    /// fresh `fstat` of it): locks should be readable by the tools that
+    /// judge them. Best effort: an unreadable lock is still a lock (others
+    /// treat it as held and judge it by age), so a failure here must not
+    /// turn a lock we hold into an error that leaves it behind.
+    pub fn ensure_mode(&self, st: &FileStat, mode: u32) {
+        if st.st_mode & 0o7777 != mode & 0o7777 {
+            let _ = fchmod(self.fd(), Mode::from_bits_truncate(mode));
+        }
     }
 
     pub fn name(&self) -> &OsStr {

@@ -125,6 +125,12 @@ impl<'a> Waiter<'a> {
             return;
         }
         self.inotify_tried = true;
+        if let Some(kept) = self.dir.take_inotify() {
+            // Events queued since its last use are about other waits.
+            while kept.read_events().is_ok_and(|events| !events.is_empty()) {}
+            self.inotify = Some(kept);
+            return;
+        }
         let Ok(inotify) = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC) else {
             return;
         };
@@ -196,5 +202,16 @@ impl<'a> Waiter<'a> {
             });
         }
         hit
+    }
+}
+
+impl Drop for Waiter<'_> {
+    /// Hand the inotify instance back to the directory instead of closing
+    /// it here: a close waits for the kernel, and the caller is about to
+    /// use the lock it just got.
+    fn drop(&mut self) {
+        if let Some(inotify) = self.inotify.take() {
+            self.dir.keep_inotify(inotify);
+        }
     }
 }
