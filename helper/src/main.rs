@@ -50,7 +50,8 @@ enum StartupError {
     Hardening(String),
     /// Descriptor `0`, `1` or `2` was closed at exec.
     StdFdClosed(u8),
-    /// Descriptor 0 or 1 is not a pipe opened the right way.
+    /// Descriptor 0 or 1 is not a pipe opened the right way, or 2 is not
+    /// open for writing.
     StdFdNotPipe(u8),
     /// The local syslog socket cannot be reached.
     NoSyslog(String),
@@ -111,10 +112,12 @@ impl std::fmt::Display for StartupError {
             StartupError::StdFdNotPipe(0) => {
                 f.write_str("standard input must be the read end of a pipe from the client")
             }
-            StartupError::StdFdNotPipe(fd) => write!(
-                f,
-                "file descriptor {fd} must be the write end of a pipe to the client"
-            ),
+            StartupError::StdFdNotPipe(1) => {
+                f.write_str("file descriptor 1 must be the write end of a pipe to the client")
+            }
+            StartupError::StdFdNotPipe(fd) => {
+                write!(f, "file descriptor {fd} must be open for writing")
+            }
             StartupError::NoSyslog(why) => write!(
                 f,
                 "cannot reach the local syslog socket ({}): {why}; refusing to run without an audit trail",
@@ -284,23 +287,31 @@ fn run() -> i32 {
         unreachable!("audit is connected unless --help was asked for");
     };
 
-    // 4. The pipes.
-    if let Some(fd) = (0..3u8).find(|&fd| closed[fd as usize]) {
-        return refuse(&mut Some(audit), StartupError::StdFdClosed(fd));
-    }
-    match (
+    // 4. The pipes. A descriptor closed at exec was reopened by glibc
+    // (secure mode) or by `fill_standard_fds`; either way it is refused.
+    let kinds = [
         system::fd_kind(std::io::stdin()),
         system::fd_kind(std::io::stdout()),
-    ) {
-        (Ok(i), _) if !(i.is_pipe && i.readable) => {
-            return refuse(&mut Some(audit), StartupError::StdFdNotPipe(0))
+        system::fd_kind(std::io::stderr()),
+    ];
+    for fd in 0..3u8 {
+        let libc_filled = kinds[fd as usize]
+            .as_ref()
+            .is_ok_and(|k| k.filled_by_libc && (fd == 0) == k.writable);
+        if closed[fd as usize] || libc_filled {
+            return refuse(&mut Some(audit), StartupError::StdFdClosed(fd));
         }
-        (Err(_), _) => return refuse(&mut Some(audit), StartupError::StdFdNotPipe(0)),
-        (_, Ok(o)) if !(o.is_pipe && o.writable) => {
-            return refuse(&mut Some(audit), StartupError::StdFdNotPipe(1))
+    }
+    let usable = |fd: usize| match &kinds[fd] {
+        Ok(k) if fd == 0 => k.is_pipe && k.readable,
+        Ok(k) if fd == 1 => k.is_pipe && k.writable,
+        Ok(k) => k.writable,
+        Err(_) => false,
+    };
+    for fd in 0..3u8 {
+        if !usable(fd as usize) {
+            return refuse(&mut Some(audit), StartupError::StdFdNotPipe(fd));
         }
-        (_, Err(_)) => return refuse(&mut Some(audit), StartupError::StdFdNotPipe(1)),
-        _ => {}
     }
 
     // 5. The privileged group must really be ours.

@@ -44,6 +44,10 @@ pub struct FdKind {
     pub is_pipe: bool,
     pub readable: bool,
     pub writable: bool,
+    /// What glibc puts on a standard descriptor that was closed when a
+    /// setgid program starts (`/dev/full` write-only on 0, `/dev/null`
+    /// read-only on 1 and 2, opened before `main`).
+    pub filled_by_libc: bool,
 }
 
 /// Inspect an open descriptor (one of the standard three).
@@ -52,10 +56,18 @@ pub fn fd_kind(fd: impl AsFd) -> Result<FdKind, Errno> {
     let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
     let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
     let mode = flags & OFlag::O_ACCMODE;
+    let is_mem_dev = |minor| {
+        kind == SFlag::S_IFCHR
+            && nix::sys::stat::major(st.st_rdev) == 1
+            && nix::sys::stat::minor(st.st_rdev) == minor
+    };
+    let filled_by_libc = (is_mem_dev(7) && mode == OFlag::O_WRONLY) // /dev/full
+        || (is_mem_dev(3) && mode == OFlag::O_RDONLY); // /dev/null
     Ok(FdKind {
         is_pipe: kind == SFlag::S_IFIFO,
         readable: mode == OFlag::O_RDONLY || mode == OFlag::O_RDWR,
         writable: mode == OFlag::O_WRONLY || mode == OFlag::O_RDWR,
+        filled_by_libc,
     })
 }
 

@@ -1,1 +1,1900 @@
-fn main() {}
+//! Privileged end-to-end tests of `spoollock-helper`.
+//!
+//! They need root (CI runs as root on Debian 12) and skip, saying why,
+//! otherwise. Everything is set up here, inside a private mount namespace
+//! so the machine's real spool, `/dev` and configuration stay untouched:
+//!
+//! - two users, `sltest-caller` and `sltest-victim` (`useradd`, idempotent);
+//! - a tmpfs over `/var/mail`, `root:mail 2775`;
+//! - a tmpfs over `/etc/spoollock` holding a `helper.conf` that names the
+//!   extra (good and deliberately unsafe) spools under the scratch dir;
+//! - a tmpfs scratch dir (`/run/spoollock-tests.PID`, mounted without
+//!   `nosuid`) with the helper installed `root:mail 2755`, a copy without
+//!   the setgid bit, and the extra spools;
+//! - a tmpfs over `/dev` with the few device nodes needed and a private
+//!   `/dev/log`, served by an `rsyslogd` started here with its own
+//!   configuration that writes `mail` and `authpriv` to a file the tests
+//!   read.
+//!
+//! The helper then runs as `sltest-caller` (through `setpriv`, with
+//! `prlimit`, `sh` and `perl` for hostile rlimits, descriptors and argv)
+//! and is driven over the real protocol. Every hostile case checks a clear
+//! error, an audit line, and a spool listing (inode, mode, owner, size,
+//! mtime) unchanged.
+//!
+//! Debian packages needed: rsyslog, util-linux (setpriv, prlimit), passwd
+//! (useradd), perl-base, bsdutils (logger).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{chown, symlink, MetadataExt, PermissionsExt};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+use nix::unistd::{Group, Pid, User};
+use spoollock_protocol::codec::{encode, PREFIX_LEN};
+use spoollock_protocol::{
+    exit, read_frame, write_frame, CodecError, FrameProblem, Hello, LockInfo, LockMode,
+    LockRequest, LockStatus, MailboxProblem, Refusal, Reply, Request, SessionInfo, SpoolProblem,
+    SpoolSel, Target, WaitSpec, Welcome, MAGIC, MAX_FRAME, PROTOCOL_VERSION,
+};
+
+const HELPER_BIN: &str = env!("CARGO_BIN_EXE_spoollock-helper");
+const CALLER: &str = "sltest-caller";
+const VICTIM: &str = "sltest-victim";
+const SPOOL: &str = "/var/mail";
+const CONFIG_DIR: &str = "/etc/spoollock";
+/// How long to wait for something that should happen (a log line, a
+/// process exit). Never asserted on: only a bound so a failure ends.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------------------
+// Environment
+
+#[derive(Debug, Clone)]
+struct Ids {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+struct Env {
+    base: PathBuf,
+    helper: PathBuf,
+    plain: PathBuf,
+    caller: Ids,
+    victim: Ids,
+    mail_gid: u32,
+    log: PathBuf,
+    rsyslogd: Option<Child>,
+    tools: Tools,
+}
+
+/// One spool entry as listed: inode, mode, uid, gid, size, mtime (s, ns).
+type Listing = (u64, u32, u32, u32, u64, i64, i64);
+
+struct Tools {
+    setpriv: PathBuf,
+    prlimit: PathBuf,
+    perl: PathBuf,
+    sh: PathBuf,
+}
+
+fn which(name: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("`{name}` not found: install the Debian package `{package}`");
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ensure_user(name: &str) -> Ids {
+    if User::from_name(name).unwrap().is_none() {
+        run_ok(Command::new(which("useradd", "passwd")).args([
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            "--comment",
+            "spoollock test user",
+            name,
+        ]));
+    }
+    let user = User::from_name(name).unwrap().expect("user just created");
+    Ids {
+        name: name.to_owned(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    }
+}
+
+fn mount_tmpfs(at: &Path, options: &str) {
+    mount(
+        Some("tmpfs"),
+        at,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some(options),
+    )
+    .unwrap_or_else(|e| panic!("mount tmpfs on {}: {e}", at.display()));
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn make_dir(path: &Path, uid: u32, gid: u32, mode: u32) {
+    fs::create_dir_all(path).unwrap();
+    chown(path, Some(uid), Some(gid)).unwrap();
+    set_mode(path, mode);
+}
+
+impl Env {
+    fn setup() -> Env {
+        let tools = Tools {
+            setpriv: which("setpriv", "util-linux"),
+            prlimit: which("prlimit", "util-linux"),
+            perl: which("perl", "perl-base"),
+            sh: which("sh", "dash"),
+        };
+        let rsyslogd = which("rsyslogd", "rsyslog");
+        let logger = which("logger", "bsdutils");
+        let caller = ensure_user(CALLER);
+        let victim = ensure_user(VICTIM);
+        let mail_gid = Group::from_name("mail")
+            .unwrap()
+            .expect("group mail exists on Debian")
+            .gid
+            .as_raw();
+
+        // A private mount namespace: nothing below is seen outside.
+        unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS)");
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .expect("make / rprivate");
+
+        let base = PathBuf::from(format!("/run/spoollock-tests.{}", std::process::id()));
+        fs::create_dir_all(&base).unwrap();
+        // A tmpfs of our own: not nosuid, so the setgid bit is honoured.
+        mount_tmpfs(&base, "mode=0755");
+
+        // /dev with a private syslog socket.
+        mount_tmpfs(Path::new("/dev"), "mode=0755");
+        for (name, minor) in [
+            ("null", 3),
+            ("zero", 5),
+            ("full", 7),
+            ("random", 8),
+            ("urandom", 9),
+        ] {
+            let p = Path::new("/dev").join(name);
+            mknod(
+                &p,
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(0o666),
+                makedev(1, minor),
+            )
+            .unwrap();
+            set_mode(&p, 0o666);
+        }
+        symlink("/proc/self/fd", "/dev/fd").unwrap();
+        for (i, name) in ["stdin", "stdout", "stderr"].iter().enumerate() {
+            symlink(format!("/proc/self/fd/{i}"), Path::new("/dev").join(name)).unwrap();
+        }
+
+        // The spool.
+        mount_tmpfs(Path::new(SPOOL), "mode=2775");
+        chown(SPOOL, Some(0), Some(mail_gid)).unwrap();
+        set_mode(Path::new(SPOOL), 0o2775);
+
+        // The helper, setgid mail, and a copy without the bit.
+        let bin = base.join("bin");
+        make_dir(&bin, 0, 0, 0o755);
+        let helper = bin.join("spoollock-helper");
+        fs::copy(HELPER_BIN, &helper).unwrap();
+        chown(&helper, Some(0), Some(mail_gid)).unwrap();
+        set_mode(&helper, 0o2755);
+        let plain = bin.join("spoollock-helper-plain");
+        fs::copy(HELPER_BIN, &plain).unwrap();
+        chown(&plain, Some(0), Some(mail_gid)).unwrap();
+        set_mode(&plain, 0o755);
+
+        // Extra spools: one good, the others unsafe in one way each.
+        let spools = base.join("spools");
+        make_dir(&spools, 0, 0, 0o755);
+        make_dir(&spools.join("good"), 0, mail_gid, 0o2775);
+        make_dir(&spools.join("world"), 0, mail_gid, 0o2777);
+        make_dir(&spools.join("userowned"), caller.uid, mail_gid, 0o2775);
+        make_dir(&spools.join("rootgroup"), 0, 0, 0o2775);
+        make_dir(&spools.join("readonly"), 0, mail_gid, 0o2755);
+        make_dir(&spools.join("unlisted"), 0, mail_gid, 0o2775);
+        make_dir(&spools.join("userdir"), caller.uid, caller.gid, 0o755);
+        make_dir(&spools.join("userdir/spool"), 0, mail_gid, 0o2775);
+        symlink(SPOOL, spools.join("link")).unwrap();
+
+        // The configuration file, at the helper's built-in path.
+        if !Path::new(CONFIG_DIR).exists() {
+            // Only a mount point; the real configuration is never written.
+            fs::create_dir_all(CONFIG_DIR).unwrap();
+            set_mode(Path::new(CONFIG_DIR), 0o755);
+        }
+        mount_tmpfs(Path::new(CONFIG_DIR), "mode=0755");
+        let mut conf = String::from("# spoollock privileged tests\n");
+        for s in [
+            "good",
+            "world",
+            "userowned",
+            "rootgroup",
+            "readonly",
+            "link",
+            "userdir/spool",
+        ] {
+            conf.push_str(&format!("spool {}\n", spools.join(s).display()));
+        }
+        let conf_path = Path::new(CONFIG_DIR).join("helper.conf");
+        fs::write(&conf_path, conf).unwrap();
+        set_mode(&conf_path, 0o644);
+
+        // rsyslogd on a private /dev/log, writing mail and authpriv to a file.
+        let syslog = base.join("syslog");
+        make_dir(&syslog, 0, 0, 0o755);
+        let log = syslog.join("audit.log");
+        let rsyslog_conf = syslog.join("rsyslog.conf");
+        fs::write(
+            &rsyslog_conf,
+            format!(
+                "global(workDirectory=\"{dir}\")\n\
+                 module(load=\"imuxsock\" SysSock.Name=\"/dev/log\" SysSock.RateLimit.Interval=\"0\")\n\
+                 template(name=\"audit\" type=\"string\" \
+                 string=\"%syslogfacility-text%.%syslogseverity-text% %syslogtag%%msg%\\n\")\n\
+                 mail.*;authpriv.* action(type=\"omfile\" file=\"{log}\" template=\"audit\")\n",
+                dir = syslog.display(),
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let daemon = Command::new(rsyslogd)
+            .arg("-n")
+            .arg("-f")
+            .arg(&rsyslog_conf)
+            .arg("-i")
+            .arg(syslog.join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start rsyslogd");
+        let mut env = Env {
+            base,
+            helper,
+            plain,
+            caller,
+            victim,
+            mail_gid,
+            log,
+            rsyslogd: Some(daemon),
+            tools,
+        };
+        let deadline = Instant::now() + PATIENCE;
+        while !Path::new("/dev/log").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "rsyslogd did not create /dev/log"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mark = env.log_mark();
+        run_ok(Command::new(logger).args(["-p", "mail.info", "-t", "sltest", "syslog-ready"]));
+        env.wait_log(mark, &["mail.info", "syslog-ready"]);
+        env.tools.sh = env.tools.sh.clone();
+        env
+    }
+
+    fn teardown(&mut self) {
+        if let Some(mut d) = self.rsyslogd.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let _ = umount2(&self.base, MntFlags::MNT_DETACH);
+        let _ = fs::remove_dir(&self.base);
+    }
+
+    fn spools(&self) -> PathBuf {
+        self.base.join("spools")
+    }
+
+    // -- the audit log ------------------------------------------------------
+
+    fn log_mark(&self) -> usize {
+        fs::read(&self.log).map(|b| b.len()).unwrap_or(0)
+    }
+
+    fn log_since(&self, mark: usize) -> String {
+        let bytes = fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(&bytes[mark.min(bytes.len())..]).into_owned()
+    }
+
+    /// Wait for a log line (written after `mark`) containing every needle.
+    fn wait_log(&self, mark: usize, needles: &[&str]) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let text = self.log_since(mark);
+            if let Some(line) = text.lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return line.to_owned();
+            }
+            if Instant::now() > deadline {
+                panic!("no audit line with {needles:?}; log since mark:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // -- the spool ----------------------------------------------------------
+
+    /// Empty the spool and give both users a mailbox.
+    fn reset(&self) {
+        for dir in [PathBuf::from(SPOOL), self.spools().join("good")] {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let p = entry.unwrap().path();
+                if p.is_dir() && !p.is_symlink() {
+                    fs::remove_dir_all(&p).unwrap();
+                } else {
+                    fs::remove_file(&p).unwrap();
+                }
+            }
+        }
+        for who in [&self.caller, &self.victim] {
+            let p = Path::new(SPOOL).join(&who.name);
+            fs::write(
+                &p,
+                format!("From {} Thu Jan  1 00:00:00 1970\n\nhello\n", who.name),
+            )
+            .unwrap();
+            chown(&p, Some(who.uid), Some(self.mail_gid)).unwrap();
+            set_mode(&p, 0o660);
+        }
+    }
+
+    /// Every entry of every spool: name -> (inode, mode, uid, gid, size, mtime).
+    fn snapshot(&self) -> BTreeMap<PathBuf, Listing> {
+        let mut out = BTreeMap::new();
+        let mut dirs = vec![PathBuf::from(SPOOL), self.spools()];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let p = entry.unwrap().path();
+                let m = fs::symlink_metadata(&p).unwrap();
+                if m.is_dir() {
+                    dirs.push(p.clone());
+                }
+                out.insert(
+                    p,
+                    (
+                        m.ino(),
+                        m.mode(),
+                        m.uid(),
+                        m.gid(),
+                        m.size(),
+                        m.mtime(),
+                        m.mtime_nsec(),
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        Path::new(SPOOL).join(format!("{CALLER}.lock"))
+    }
+
+    fn run(&self, who: &Ids) -> Run {
+        Run {
+            user: who.clone(),
+            binary: self.helper.clone(),
+            env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
+            nnp: false,
+            limits: Vec::new(),
+            close: None,
+            stdin: Io::Pipe,
+            stdout: Io::Pipe,
+            argc0: false,
+            args: Vec::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running the helper as a user
+
+#[derive(Debug, Clone)]
+enum Io {
+    Pipe,
+    Null,
+    File(PathBuf),
+}
+
+impl Io {
+    fn stdio(&self) -> Stdio {
+        match self {
+            Io::Pipe => Stdio::piped(),
+            Io::Null => Stdio::null(),
+            Io::File(p) => Stdio::from(fs::File::create(p).unwrap()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Run {
+    user: Ids,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    nnp: bool,
+    /// `prlimit` options applied (as the user) right before the helper.
+    limits: Vec<String>,
+    /// A standard descriptor to close at exec.
+    close: Option<u8>,
+    stdin: Io,
+    stdout: Io,
+    argc0: bool,
+    args: Vec<String>,
+}
+
+impl Run {
+    fn command(&self, tools: &Tools) -> Command {
+        let mut cmd = Command::new(&tools.setpriv);
+        cmd.arg(format!("--reuid={}", self.user.uid))
+            .arg(format!("--regid={}", self.user.gid))
+            .arg("--init-groups");
+        if self.nnp {
+            cmd.arg("--no-new-privs");
+        }
+        cmd.arg("--");
+        if let Some(fd) = self.close {
+            cmd.arg(&tools.sh)
+                .arg("-c")
+                .arg(format!("exec \"$0\" \"$@\" {fd}>&-"));
+        }
+        if !self.limits.is_empty() {
+            cmd.arg(&tools.prlimit).args(&self.limits).arg("--");
+        }
+        if self.argc0 {
+            cmd.arg(&tools.perl).arg("-e").arg("exec {$ARGV[0]} ()");
+        }
+        cmd.arg(&self.binary).args(&self.args);
+        cmd.env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(self.stdin.stdio())
+            .stdout(self.stdout.stdio())
+            .stderr(Stdio::piped());
+        cmd
+    }
+}
+
+/// A running helper and our ends of its pipes.
+struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+}
+
+impl Client {
+    fn start(env: &Env, run: &Run) -> Client {
+        let mut child = run.command(&env.tools).spawn().expect("spawn helper");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        Client {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// Start as `who`, shake hands, and return the session information.
+    fn open(env: &Env, who: &Ids) -> (Client, SessionInfo) {
+        let mut c = Client::start(env, &env.run(who));
+        let welcome = c.hello(&Hello::current());
+        assert!(welcome.accepted, "{welcome:?}");
+        match c.read() {
+            Reply::Ready(info) => (c, info),
+            other => panic!("expected Ready, got {other:?} ({})", c.finish().1),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn hello(&mut self, hello: &Hello) -> Welcome {
+        write_frame(self.stdin.as_mut().unwrap(), hello).unwrap();
+        read_frame(self.stdout.as_mut().unwrap()).expect("welcome")
+    }
+
+    fn send(&mut self, request: &Request) {
+        write_frame(self.stdin.as_mut().unwrap(), request).unwrap();
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        let w = self.stdin.as_mut().unwrap();
+        // The helper may already have given up: a broken pipe is fine.
+        let _ = w.write_all(bytes);
+        let _ = w.flush();
+    }
+
+    fn read(&mut self) -> Reply {
+        read_frame(self.stdout.as_mut().unwrap()).expect("reply")
+    }
+
+    fn try_read(&mut self) -> Result<Reply, CodecError> {
+        read_frame(self.stdout.as_mut().unwrap())
+    }
+
+    fn call(&mut self, request: &Request) -> Reply {
+        self.send(request);
+        self.read()
+    }
+
+    fn close_input(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Close our ends and collect the exit status and standard error.
+    fn finish(mut self) -> (ExitStatus, String) {
+        self.stdin = None;
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        self.stdout = None;
+        let status = self.child.wait().unwrap();
+        (status, err)
+    }
+
+    fn kill(&mut self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).unwrap();
+    }
+}
+
+fn target() -> Target {
+    Target::default_spool()
+}
+
+fn named(mailbox: &str) -> Target {
+    Target {
+        spool: SpoolSel::Default,
+        mailbox: Some(mailbox.to_owned()),
+    }
+}
+
+fn in_spool(path: &Path) -> Target {
+    Target {
+        spool: SpoolSel::Path(path.to_str().unwrap().to_owned()),
+        mailbox: None,
+    }
+}
+
+fn lock(target: Target, wait: WaitSpec, mode: LockMode) -> Request {
+    Request::Lock(LockRequest {
+        target,
+        wait,
+        mode,
+        stale_age_secs: None,
+    })
+}
+
+fn session_lock() -> Request {
+    lock(target(), WaitSpec::NoWait, LockMode::Session)
+}
+
+fn expect_locked(reply: Reply) -> LockInfo {
+    match reply {
+        Reply::Locked(info) => info,
+        other => panic!("expected Locked, got {other:?}"),
+    }
+}
+
+fn expect_error(reply: Reply) -> Refusal {
+    match reply {
+        Reply::Error(r) => r,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+fn bye(mut c: Client) -> (ExitStatus, String) {
+    assert_eq!(c.call(&Request::Bye), Reply::Bye);
+    c.finish()
+}
+
+fn first_line(path: &Path) -> String {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn wait_gone(path: &Path) {
+    let deadline = Instant::now() + PATIENCE;
+    while path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} was not removed",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A hostile request: refused with `expected`, audited at authpriv with
+/// `keyword`, and nothing in any spool changed.
+fn assert_refused(env: &Env, who: &Ids, request: &Request, expected: Refusal, keyword: &str) {
+    let before = env.snapshot();
+    let mark = env.log_mark();
+    let (mut c, _) = Client::open(env, who);
+    let refusal = expect_error(c.call(request));
+    assert_eq!(refusal, expected, "for {request:?}");
+    let pid = c.pid();
+    let (status, _) = bye(c);
+    assert!(status.success());
+    let tag = format!("spoollock-helper[{pid}]:");
+    let class = if expected.is_policy() {
+        "authpriv.warning"
+    } else {
+        "mail.warning"
+    };
+    env.wait_log(
+        mark,
+        &[
+            class,
+            &tag,
+            &format!("result={keyword}"),
+            &format!("uid={}", who.uid),
+        ],
+    );
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "spool changed by refused {request:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Scenarios
+
+fn own_mailbox_lock_and_release(env: &Env) {
+    env.reset();
+    let before = env.snapshot();
+    let mark = env.log_mark();
+    let (mut c, info) = Client::open(env, &env.caller);
+    assert_eq!(info.login, CALLER);
+    assert_eq!(info.uid, env.caller.uid);
+    assert_eq!(info.helper_pid, c.pid());
+    assert_eq!(info.spools[0], SPOOL);
+
+    let locked = expect_locked(c.call(&session_lock()));
+    assert_eq!(locked.name, format!("{CALLER}.lock"));
+    assert_eq!(locked.spool, SPOOL);
+    assert_eq!(locked.pid, Some(c.pid()));
+    assert!(!locked.detached);
+    let m = fs::symlink_metadata(env.lock_path()).unwrap();
+    assert!(m.is_file());
+    assert_eq!(m.uid(), env.caller.uid, "lock owned by the caller");
+    assert_eq!(m.mode() & 0o777, 0o644);
+    assert_eq!(first_line(&env.lock_path()), c.pid().to_string());
+    match c.call(&Request::Check(target())) {
+        Reply::Status(LockStatus::Held(h)) => assert_eq!(h.pid, Some(c.pid())),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.call(&Request::Touch(target())), Reply::Touched);
+    assert_eq!(c.call(&Request::Unlock(target())), Reply::Unlocked);
+    assert!(!env.lock_path().exists());
+    assert_eq!(
+        c.call(&Request::Check(target())),
+        Reply::Status(LockStatus::Free)
+    );
+
+    // Again, naming the spool and the mailbox explicitly; Bye releases.
+    let explicit = Target {
+        spool: SpoolSel::Path(SPOOL.into()),
+        mailbox: Some(CALLER.into()),
+    };
+    expect_locked(c.call(&lock(explicit, WaitSpec::NoWait, LockMode::Session)));
+    assert!(env.lock_path().exists());
+    let pid = c.pid();
+    let (status, _) = bye(c);
+    assert_eq!(status.code(), Some(exit::OK));
+    assert!(!env.lock_path().exists());
+
+    let tag = format!("spoollock-helper[{pid}]:");
+    let uid = format!("uid={}", env.caller.uid);
+    let grant = env.wait_log(
+        mark,
+        &[
+            "mail.info",
+            &tag,
+            "op=lock",
+            "result=granted",
+            &uid,
+            "login=sltest-caller",
+            "spool=/var/mail",
+        ],
+    );
+    assert!(grant.contains(&format!("lock={CALLER}.lock")), "{grant}");
+    assert!(grant.contains("client_pid="), "{grant}");
+    env.wait_log(
+        mark,
+        &[
+            "mail.info",
+            &tag,
+            "op=release",
+            "result=released",
+            "trigger=request",
+        ],
+    );
+    env.wait_log(
+        mark,
+        &[
+            "mail.info",
+            &tag,
+            "op=release",
+            "result=released",
+            "trigger=bye",
+        ],
+    );
+    assert_eq!(env.snapshot(), before);
+}
+
+fn extra_configured_spool(env: &Env) {
+    env.reset();
+    let good = env.spools().join("good");
+    let (mut c, info) = Client::open(env, &env.caller);
+    let index = info
+        .spools
+        .iter()
+        .position(|s| Path::new(s) == good)
+        .expect("configured spool listed") as u32;
+    let by_index = Target {
+        spool: SpoolSel::Index(index),
+        mailbox: None,
+    };
+    let l = expect_locked(c.call(&lock(by_index.clone(), WaitSpec::NoWait, LockMode::Session)));
+    assert_eq!(Path::new(&l.spool), good);
+    assert!(good.join(format!("{CALLER}.lock")).exists());
+    assert!(!env.lock_path().exists());
+    // A second lock in the same session is refused.
+    assert_eq!(
+        expect_error(c.call(&lock(in_spool(&good), WaitSpec::NoWait, LockMode::Session))),
+        Refusal::AlreadyLocked
+    );
+    assert_eq!(c.call(&Request::Unlock(in_spool(&good))), Reply::Unlocked);
+    assert!(!good.join(format!("{CALLER}.lock")).exists());
+    bye(c);
+}
+
+fn end_of_file_releases(env: &Env) {
+    env.reset();
+    let mark = env.log_mark();
+    let (mut c, _) = Client::open(env, &env.caller);
+    expect_locked(c.call(&session_lock()));
+    assert!(env.lock_path().exists());
+    c.close_input();
+    let pid = c.pid();
+    let (status, _) = c.finish();
+    assert_eq!(status.code(), Some(exit::OK));
+    assert!(!env.lock_path().exists());
+    env.wait_log(
+        mark,
+        &[
+            &format!("[{pid}]:"),
+            "op=release",
+            "result=released",
+            "trigger=eof",
+        ],
+    );
+}
+
+/// `--client HELPER UID GID`: spawn the helper, lock, report, then hang
+/// until killed (the test SIGKILLs this process).
+fn client_mode(args: &[String]) {
+    let mut child = Command::new("/usr/bin/setpriv")
+        .arg(format!("--reuid={}", args[1]))
+        .arg(format!("--regid={}", args[2]))
+        .arg("--init-groups")
+        .arg("--")
+        .arg(&args[0])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn helper");
+    let mut input = child.stdin.take().unwrap();
+    let mut output = child.stdout.take().unwrap();
+    write_frame(&mut input, &Hello::current()).unwrap();
+    let _: Welcome = read_frame(&mut output).unwrap();
+    let _: Reply = read_frame(&mut output).unwrap();
+    write_frame(&mut input, &session_lock()).unwrap();
+    let reply: Reply = read_frame(&mut output).unwrap();
+    println!("{} {:?}", child.id(), matches!(reply, Reply::Locked(_)));
+    std::io::stdout().flush().unwrap();
+    // Hold the pipes (and so the lock) until the test SIGKILLs us; the
+    // helper keeps the session open as long as our end is.
+    let _ = child.wait();
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn client_sigkill_releases(env: &Env) {
+    env.reset();
+    let mark = env.log_mark();
+    let mut client = Command::new(std::env::current_exe().unwrap())
+        .arg("--client")
+        .arg(&env.helper)
+        .arg(env.caller.uid.to_string())
+        .arg(env.caller.gid.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let (helper_pid, locked) = line.trim().split_once(' ').unwrap();
+    assert_eq!(locked, "true", "client could not lock");
+    assert!(env.lock_path().exists());
+    client.kill().unwrap(); // SIGKILL
+    client.wait().unwrap();
+    wait_gone(&env.lock_path());
+    env.wait_log(
+        mark,
+        &[
+            &format!("[{helper_pid}]:"),
+            "op=release",
+            "result=released",
+            "trigger=eof",
+        ],
+    );
+}
+
+fn helper_sigkill_leaves_a_lock_broken_at_once(env: &Env) {
+    env.reset();
+    let mark = env.log_mark();
+    let (mut c, _) = Client::open(env, &env.caller);
+    expect_locked(c.call(&session_lock()));
+    let dead = c.pid();
+    c.kill(Signal::SIGKILL);
+    let (status, _) = c.finish();
+    assert!(!status.success());
+    assert!(env.lock_path().exists(), "a killed helper leaves its lock");
+    assert_eq!(first_line(&env.lock_path()), dead.to_string());
+
+    // The next locker breaks it at once: its holder is gone.
+    let (mut c, _) = Client::open(env, &env.caller);
+    match c.call(&Request::Check(target())) {
+        Reply::Status(LockStatus::Stale(h, _)) => assert_eq!(h.pid, Some(dead)),
+        other => panic!("{other:?}"),
+    }
+    let l = expect_locked(c.call(&session_lock()));
+    assert_eq!(l.pid, Some(c.pid()));
+    assert_eq!(first_line(&env.lock_path()), c.pid().to_string());
+    env.wait_log(
+        mark,
+        &[
+            "op=break-stale",
+            "result=removed",
+            &format!("holder_pid={dead}"),
+        ],
+    );
+    bye(c);
+    assert!(!env.lock_path().exists());
+}
+
+fn busy_timeout_cancel_and_handoff(env: &Env) {
+    env.reset();
+    let mark = env.log_mark();
+    let (mut a, _) = Client::open(env, &env.caller);
+    expect_locked(a.call(&session_lock()));
+
+    let (mut b, _) = Client::open(env, &env.caller);
+    match expect_error(b.call(&session_lock())) {
+        Refusal::Busy { holder: Some(h) } => assert_eq!(h.pid, Some(a.pid())),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        expect_error(b.call(&lock(target(), WaitSpec::Retries(2), LockMode::Session))),
+        Refusal::Busy { .. }
+    ));
+    assert!(matches!(
+        expect_error(b.call(&lock(target(), WaitSpec::TimeoutMs(200), LockMode::Session))),
+        Refusal::Timeout { .. }
+    ));
+    env.wait_log(
+        mark,
+        &["mail.warning", &format!("[{}]:", b.pid()), "result=busy"],
+    );
+    env.wait_log(
+        mark,
+        &["mail.warning", &format!("[{}]:", b.pid()), "result=timeout"],
+    );
+
+    // A waiting request is cancelled by the client's next frame.
+    b.send(&lock(target(), WaitSpec::Forever, LockMode::Session));
+    b.send(&Request::Bye);
+    assert_eq!(expect_error(b.read()), Refusal::Cancelled);
+    assert_eq!(b.read(), Reply::Bye);
+    assert!(b.finish().0.success());
+
+    // ... and ends at once when the client goes away.
+    let (mut d, _) = Client::open(env, &env.caller);
+    d.send(&lock(target(), WaitSpec::Forever, LockMode::Session));
+    d.close_input();
+    assert_eq!(expect_error(d.read()), Refusal::Cancelled);
+    assert!(d.finish().0.success());
+
+    // Hand-off: a waiter gets the lock when the holder releases it.
+    let (mut w, _) = Client::open(env, &env.caller);
+    w.send(&lock(target(), WaitSpec::Forever, LockMode::Session));
+    assert_eq!(a.call(&Request::Unlock(target())), Reply::Unlocked);
+    let l = expect_locked(w.read());
+    assert_eq!(l.pid, Some(w.pid()));
+    assert_eq!(first_line(&env.lock_path()), w.pid().to_string());
+    bye(w);
+    bye(a);
+    assert!(!env.lock_path().exists());
+}
+
+fn detached_lock_for_scripts(env: &Env) {
+    env.reset();
+    let (mut c, _) = Client::open(env, &env.caller);
+    let l = expect_locked(c.call(&lock(
+        target(),
+        WaitSpec::NoWait,
+        LockMode::Detached { holder_pid: None },
+    )));
+    assert!(l.detached);
+    assert_eq!(l.pid, None);
+    bye(c);
+    assert!(
+        env.lock_path().exists(),
+        "a detached lock outlives its helper"
+    );
+    assert_eq!(first_line(&env.lock_path()), "0");
+    assert_eq!(fs::metadata(env.lock_path()).unwrap().uid(), env.caller.uid);
+
+    let (mut c, _) = Client::open(env, &env.caller);
+    assert!(matches!(
+        c.call(&Request::Check(target())),
+        Reply::Status(LockStatus::Held(_))
+    ));
+    assert!(matches!(
+        expect_error(c.call(&session_lock())),
+        Refusal::Busy { .. }
+    ));
+    assert_eq!(c.call(&Request::Touch(target())), Reply::Touched);
+    assert_eq!(c.call(&Request::Unlock(target())), Reply::Unlocked);
+    assert!(!env.lock_path().exists());
+    assert_eq!(
+        expect_error(c.call(&Request::Unlock(target()))),
+        Refusal::NotLocked
+    );
+    assert_eq!(
+        expect_error(c.call(&Request::Touch(target()))),
+        Refusal::NotLocked
+    );
+    // A holder pid must be a live process; ours is.
+    let me = std::process::id();
+    let l = expect_locked(c.call(&lock(
+        target(),
+        WaitSpec::NoWait,
+        LockMode::Detached {
+            holder_pid: Some(me),
+        },
+    )));
+    assert_eq!(l.pid, Some(me));
+    assert_eq!(first_line(&env.lock_path()), me.to_string());
+    assert_eq!(c.call(&Request::Unlock(target())), Reply::Unlocked);
+    bye(c);
+}
+
+fn bad_parameters(env: &Env) {
+    env.reset();
+    for secs in [0, 10, 299, 86_401, u32::MAX] {
+        let r = Request::Lock(LockRequest {
+            target: target(),
+            wait: WaitSpec::NoWait,
+            mode: LockMode::Session,
+            stale_age_secs: Some(secs),
+        });
+        assert_refused(
+            env,
+            &env.caller,
+            &r,
+            Refusal::StaleAgeOutOfRange {
+                min_secs: 300,
+                max_secs: 86_400,
+            },
+            "stale-age-out-of-range",
+        );
+    }
+    for pid in [0, 1, 4_000_000, u32::MAX] {
+        let r = lock(
+            target(),
+            WaitSpec::NoWait,
+            LockMode::Detached {
+                holder_pid: Some(pid),
+            },
+        );
+        assert_refused(
+            env,
+            &env.caller,
+            &r,
+            Refusal::BadHolderPid { pid },
+            "bad-holder-pid",
+        );
+    }
+}
+
+fn other_users_mailbox_names(env: &Env) {
+    env.reset();
+    let names = [
+        VICTIM.to_owned(),
+        format!("../{VICTIM}"),
+        format!("/var/mail/{VICTIM}"),
+        format!("{CALLER}.lock"),
+        format!("{CALLER}.lock.lock"),
+        format!("./{CALLER}"),
+        format!("{CALLER}/"),
+        String::new(),
+        "root".to_owned(),
+    ];
+    for name in &names {
+        for request in [
+            lock(named(name), WaitSpec::NoWait, LockMode::Session),
+            Request::Unlock(named(name)),
+            Request::Touch(named(name)),
+            Request::Check(named(name)),
+        ] {
+            assert_refused(
+                env,
+                &env.caller,
+                &request,
+                Refusal::NotYourMailbox,
+                "not-your-mailbox",
+            );
+        }
+    }
+}
+
+fn unknown_spools(env: &Env) {
+    env.reset();
+    for spool in [
+        SpoolSel::Path("/var/mail/".into()),
+        SpoolSel::Path("/var/mail/.".into()),
+        SpoolSel::Path("/var/mail/../mail".into()),
+        SpoolSel::Path("//var/mail".into()),
+        SpoolSel::Path("var/mail".into()),
+        SpoolSel::Path("/tmp".into()),
+        SpoolSel::Path("/etc".into()),
+        SpoolSel::Path(env.spools().join("unlisted").to_str().unwrap().into()),
+        SpoolSel::Path(String::new()),
+        SpoolSel::Index(99),
+        SpoolSel::Index(u32::MAX),
+    ] {
+        let t = Target {
+            spool,
+            mailbox: None,
+        };
+        assert_refused(
+            env,
+            &env.caller,
+            &lock(t, WaitSpec::NoWait, LockMode::Session),
+            Refusal::UnknownSpool,
+            "unknown-spool",
+        );
+    }
+}
+
+fn unsafe_spools(env: &Env) {
+    env.reset();
+    let s = env.spools();
+    let mut cases = vec![
+        (s.join("world"), SpoolProblem::WorldWritable),
+        (
+            s.join("userowned"),
+            SpoolProblem::NotRootOwned {
+                uid: env.caller.uid,
+            },
+        ),
+        (s.join("rootgroup"), SpoolProblem::WrongGroup { gid: 0 }),
+        (s.join("readonly"), SpoolProblem::NotGroupWritable),
+        (s.join("link"), SpoolProblem::Symlink),
+        (s.join("userdir/spool"), SpoolProblem::UnsafeAncestor),
+    ];
+    if fs::symlink_metadata("/var/spool/mail").is_ok_and(|m| m.file_type().is_symlink()) {
+        // Debian's /var/spool/mail -> ../mail: a built-in spool that is a
+        // symlink is refused, not followed.
+        cases.push((PathBuf::from("/var/spool/mail"), SpoolProblem::Symlink));
+    }
+    for (path, problem) in cases {
+        for request in [
+            lock(in_spool(&path), WaitSpec::NoWait, LockMode::Session),
+            Request::Unlock(in_spool(&path)),
+            Request::Check(in_spool(&path)),
+        ] {
+            assert_refused(
+                env,
+                &env.caller,
+                &request,
+                Refusal::Spool(problem),
+                "unsafe-spool",
+            );
+        }
+    }
+}
+
+fn planted_files_at_lock_and_mailbox(env: &Env) {
+    let spool = Path::new(SPOOL);
+    let mine = spool.join(CALLER);
+    let theirs = spool.join(VICTIM);
+    let lock_req = session_lock();
+
+    // A symlink at the lock name.
+    env.reset();
+    symlink(VICTIM, env.lock_path()).unwrap();
+    for r in [
+        &lock_req,
+        &Request::Unlock(target()),
+        &Request::Touch(target()),
+    ] {
+        assert_refused(
+            env,
+            &env.caller,
+            r,
+            Refusal::LockNotRegular,
+            "lock-not-regular",
+        );
+    }
+
+    // A hard link to the victim's mailbox at the lock name: never touched.
+    env.reset();
+    fs::hard_link(&theirs, env.lock_path()).unwrap();
+    let before = env.snapshot();
+    let (mut c, _) = Client::open(env, &env.caller);
+    assert!(matches!(
+        expect_error(c.call(&lock_req)),
+        Refusal::Busy { .. }
+    ));
+    bye(c);
+    for r in [&Request::Unlock(target()), &Request::Touch(target())] {
+        assert_refused(env, &env.caller, r, Refusal::NotOurs, "not-ours");
+    }
+    assert_eq!(env.snapshot(), before);
+
+    // The mailbox is a symlink to the victim's.
+    env.reset();
+    fs::remove_file(&mine).unwrap();
+    symlink(VICTIM, &mine).unwrap();
+    assert_refused(
+        env,
+        &env.caller,
+        &lock_req,
+        Refusal::Mailbox(MailboxProblem::Symlink),
+        "bad-mailbox",
+    );
+
+    // The mailbox is a hard link to the victim's.
+    env.reset();
+    fs::remove_file(&mine).unwrap();
+    fs::hard_link(&theirs, &mine).unwrap();
+    assert_refused(
+        env,
+        &env.caller,
+        &lock_req,
+        Refusal::Mailbox(MailboxProblem::NotOwned {
+            uid: env.victim.uid,
+        }),
+        "bad-mailbox",
+    );
+
+    // The mailbox belongs to someone else.
+    env.reset();
+    chown(&mine, Some(env.victim.uid), None).unwrap();
+    assert_refused(
+        env,
+        &env.caller,
+        &lock_req,
+        Refusal::Mailbox(MailboxProblem::NotOwned {
+            uid: env.victim.uid,
+        }),
+        "bad-mailbox",
+    );
+
+    // The mailbox is a directory.
+    env.reset();
+    fs::remove_file(&mine).unwrap();
+    make_dir(&mine, env.caller.uid, env.mail_gid, 0o700);
+    assert_refused(
+        env,
+        &env.caller,
+        &lock_req,
+        Refusal::Mailbox(MailboxProblem::NotRegular),
+        "bad-mailbox",
+    );
+
+    // The caller's own mailbox, with a second hard link.
+    env.reset();
+    fs::hard_link(&mine, spool.join(".extra-link")).unwrap();
+    assert_refused(
+        env,
+        &env.caller,
+        &lock_req,
+        Refusal::Mailbox(MailboxProblem::HardLinked { nlink: 2 }),
+        "bad-mailbox",
+    );
+}
+
+fn victims_lock_is_untouchable(env: &Env) {
+    env.reset();
+    // The victim takes a detached lock of their own.
+    let (mut v, _) = Client::open(env, &env.victim);
+    expect_locked(v.call(&lock(
+        target(),
+        WaitSpec::NoWait,
+        LockMode::Detached { holder_pid: None },
+    )));
+    bye(v);
+    let victim_lock = Path::new(SPOOL).join(format!("{VICTIM}.lock"));
+    assert!(victim_lock.exists());
+    // A lock at the caller's name that the caller does not own (say, a
+    // delivery agent's, running as another user).
+    fs::copy(&victim_lock, env.lock_path()).unwrap();
+    chown(env.lock_path(), Some(env.victim.uid), Some(env.mail_gid)).unwrap();
+    set_mode(&env.lock_path(), 0o644);
+
+    for r in [
+        Request::Unlock(named(VICTIM)),
+        Request::Touch(named(VICTIM)),
+        lock(named(VICTIM), WaitSpec::NoWait, LockMode::Session),
+    ] {
+        assert_refused(
+            env,
+            &env.caller,
+            &r,
+            Refusal::NotYourMailbox,
+            "not-your-mailbox",
+        );
+    }
+    for r in [Request::Unlock(target()), Request::Touch(target())] {
+        assert_refused(env, &env.caller, &r, Refusal::NotOurs, "not-ours");
+    }
+    let before = env.snapshot();
+    let (mut c, _) = Client::open(env, &env.caller);
+    assert!(matches!(
+        expect_error(c.call(&session_lock())),
+        Refusal::Busy { .. }
+    ));
+    bye(c);
+    assert_eq!(env.snapshot(), before);
+}
+
+fn malformed_frames(env: &Env) {
+    env.reset();
+    let hello = encode(&Hello::current()).unwrap();
+    let mut oversize = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+    oversize.extend_from_slice(&[0; 16]);
+    let huge = u32::MAX.to_be_bytes().to_vec();
+    let mut truncated = 100u32.to_be_bytes().to_vec();
+    truncated.extend_from_slice(&[1; 10]);
+    let garbage = {
+        // A known message kind (Lock) followed by bytes that are no request.
+        let mut payload = 0u32.to_le_bytes().to_vec();
+        payload.extend((0..50u32).map(|i| (i * 73 + 11) as u8));
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&payload);
+        f
+    };
+    let unknown = {
+        let mut f = 4u32.to_be_bytes().to_vec();
+        f.extend_from_slice(&9u32.to_le_bytes());
+        f
+    };
+    let trailing = {
+        let mut payload = encode(&Request::Bye).unwrap()[PREFIX_LEN..].to_vec();
+        payload.push(0);
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(&payload);
+        f
+    };
+    let empty = 0u32.to_be_bytes().to_vec();
+    let short = vec![0u8, 0];
+
+    // After the handshake: answered with BadFrame, session ended, a held
+    // lock released.
+    let after: [(&str, &[u8], bool, FrameProblem); 8] = [
+        ("oversize", &oversize, false, FrameProblem::Oversize),
+        ("huge", &huge, false, FrameProblem::Oversize),
+        ("truncated", &truncated, true, FrameProblem::Truncated),
+        ("garbage", &garbage, false, FrameProblem::Garbage),
+        ("unknown", &unknown, false, FrameProblem::UnknownVariant),
+        ("trailing", &trailing, false, FrameProblem::TrailingBytes),
+        ("empty", &empty, false, FrameProblem::Empty),
+        ("short", &short, true, FrameProblem::Truncated),
+    ];
+    for (what, bytes, close, problem) in after {
+        let before = env.snapshot();
+        let mark = env.log_mark();
+        let (mut c, _) = Client::open(env, &env.caller);
+        expect_locked(c.call(&session_lock()));
+        c.send_raw(bytes);
+        if close {
+            c.close_input();
+        }
+        // Nothing more is sent: an oversize frame is refused from its
+        // prefix alone.
+        assert_eq!(expect_error(c.read()), Refusal::BadFrame(problem), "{what}");
+        let pid = c.pid();
+        let (status, _) = c.finish();
+        assert_eq!(status.code(), Some(exit::REFUSED), "{what}");
+        let tag = format!("[{pid}]:");
+        env.wait_log(
+            mark,
+            &["authpriv.warning", &tag, "op=request", "result=bad-frame"],
+        );
+        env.wait_log(
+            mark,
+            &["mail.info", &tag, "op=release", "trigger=bad-frame"],
+        );
+        assert_eq!(env.snapshot(), before, "{what}");
+    }
+
+    // Instead of the hello: refused with a Welcome that does not accept.
+    let wrong_version = encode(&Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION + 98,
+    })
+    .unwrap();
+    let wrong_magic = encode(&Hello {
+        magic: *b"GET / HT",
+        version: PROTOCOL_VERSION,
+    })
+    .unwrap();
+    let mut hello_trailing = hello[PREFIX_LEN..].to_vec();
+    hello_trailing.push(b'\n');
+    let mut hello_trailing_frame = (hello_trailing.len() as u32).to_be_bytes().to_vec();
+    hello_trailing_frame.extend_from_slice(&hello_trailing);
+    let first: [(&str, &[u8], bool, &str); 7] = [
+        (
+            "wrong version",
+            &wrong_version,
+            false,
+            "result=version-mismatch",
+        ),
+        ("wrong magic", &wrong_magic, false, "result=bad-frame"),
+        (
+            "hello trailing",
+            &hello_trailing_frame,
+            false,
+            "result=bad-frame",
+        ),
+        ("oversize hello", &oversize, false, "result=bad-frame"),
+        ("truncated hello", &hello[..7], true, "result=bad-frame"),
+        ("short hello", &short, true, "result=bad-frame"),
+        ("empty hello", &empty, false, "result=bad-frame"),
+    ];
+    for (what, bytes, close, result) in first {
+        let before = env.snapshot();
+        let mark = env.log_mark();
+        let mut c = Client::start(env, &env.run(&env.caller));
+        c.send_raw(bytes);
+        if close {
+            c.close_input();
+        }
+        let welcome: Welcome = read_frame(c.stdout.as_mut().unwrap()).expect(what);
+        assert!(!welcome.accepted, "{what}");
+        assert_eq!(welcome.version, PROTOCOL_VERSION);
+        assert!(
+            c.try_read().is_err(),
+            "{what}: nothing after a refused hello"
+        );
+        let pid = c.pid();
+        let (status, _) = c.finish();
+        assert_eq!(status.code(), Some(exit::REFUSED), "{what}");
+        env.wait_log(
+            mark,
+            &["authpriv.warning", &format!("[{pid}]:"), "op=hello", result],
+        );
+        assert_eq!(env.snapshot(), before, "{what}");
+    }
+}
+
+/// A start-up refusal: exit status, message on stderr, audit line, spool
+/// unchanged.
+fn assert_start_refused(env: &Env, run: &Run, code: i32, message: &str, keyword: &str) {
+    let before = env.snapshot();
+    let mark = env.log_mark();
+    let mut c = Client::start(env, run);
+    let pid = c.pid();
+    if let Some(out) = c.stdout.as_mut() {
+        let mut junk = Vec::new();
+        let _ = out.read_to_end(&mut junk);
+        assert!(junk.is_empty(), "nothing written to the client: {junk:?}");
+    }
+    let (status, stderr) = c.finish();
+    assert_eq!(status.code(), Some(code), "stderr: {stderr}");
+    if !message.is_empty() {
+        assert!(
+            stderr.contains(message),
+            "stderr lacks {message:?}: {stderr}"
+        );
+    }
+    env.wait_log(
+        mark,
+        &[
+            "authpriv.warning",
+            &format!("[{pid}]:"),
+            "op=start",
+            &format!("result={keyword}"),
+        ],
+    );
+    assert_eq!(env.snapshot(), before);
+}
+
+fn standard_descriptors(env: &Env) {
+    env.reset();
+    for fd in [0u8, 1] {
+        let mut run = env.run(&env.caller);
+        run.close = Some(fd);
+        assert_start_refused(
+            env,
+            &run,
+            exit::ENVIRONMENT,
+            &format!("file descriptor {fd} was closed"),
+            "fd-closed",
+        );
+    }
+    // stderr closed: nothing to say it on, but refused and audited.
+    let mut run = env.run(&env.caller);
+    run.close = Some(2);
+    assert_start_refused(env, &run, exit::ENVIRONMENT, "", "fd-closed");
+
+    let mut run = env.run(&env.caller);
+    run.stdin = Io::Null;
+    assert_start_refused(
+        env,
+        &run,
+        exit::ENVIRONMENT,
+        "standard input must be",
+        "fd-not-pipe",
+    );
+
+    let out = env.base.join("stdout-file");
+    let mut run = env.run(&env.caller);
+    run.stdout = Io::File(out.clone());
+    assert_start_refused(
+        env,
+        &run,
+        exit::ENVIRONMENT,
+        "descriptor 1 must be",
+        "fd-not-pipe",
+    );
+    assert_eq!(
+        fs::read(&out).unwrap(),
+        b"",
+        "nothing written to a non-pipe stdout"
+    );
+}
+
+fn argc_zero_and_arguments(env: &Env) {
+    env.reset();
+    let mut run = env.run(&env.caller);
+    run.argc0 = true;
+    assert_start_refused(env, &run, exit::USAGE, "empty argument list", "argc-zero");
+    let mut run = env.run(&env.caller);
+    run.args = vec!["/var/mail/sltest-victim".into()];
+    assert_start_refused(
+        env,
+        &run,
+        exit::USAGE,
+        "takes no arguments",
+        "bad-arguments",
+    );
+    let mut run = env.run(&env.caller);
+    run.args = vec!["--help".into(), "x".into()];
+    assert_start_refused(
+        env,
+        &run,
+        exit::USAGE,
+        "takes no arguments",
+        "bad-arguments",
+    );
+
+    // --help: static text, nothing else.
+    let before = env.snapshot();
+    let mut run = env.run(&env.caller);
+    run.args = vec!["--help".into()];
+    let mut c = Client::start(env, &run);
+    let mut text = String::new();
+    c.stdout
+        .as_mut()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let (status, _) = c.finish();
+    assert!(status.success());
+    assert!(
+        text.contains("syslog") && text.contains("/dev/log"),
+        "{text}"
+    );
+    assert!(
+        text.contains("authpriv") && text.contains("<login>.lock"),
+        "{text}"
+    );
+    assert_eq!(env.snapshot(), before);
+}
+
+fn hostile_environment(env: &Env) {
+    env.reset();
+    let before = env.snapshot();
+    let mut run = env.run(&env.caller);
+    let victim_mail = format!("/var/mail/{VICTIM}");
+    for (k, v) in [
+        ("LD_PRELOAD", "/nonexistent/evil.so"),
+        ("LD_LIBRARY_PATH", "/nonexistent"),
+        ("GLIBC_TUNABLES", "glibc.malloc.check=3"),
+        ("MAIL", victim_mail.as_str()),
+        ("LOGNAME", VICTIM),
+        ("USER", VICTIM),
+        ("HOME", "/var/mail"),
+        ("TZ", ":/etc/shadow"),
+        ("LANG", "xx_XX.UTF-8"),
+        ("LC_ALL", "xx_XX.UTF-8"),
+        ("TMPDIR", "/var/mail"),
+        ("RUST_BACKTRACE", "full"),
+        ("RUST_MIN_STACK", "1"),
+        ("PATH", "/nonexistent"),
+    ] {
+        run.env.push((k.into(), v.into()));
+    }
+    let mut c = Client::start(env, &run);
+    assert!(c.hello(&Hello::current()).accepted);
+    match c.read() {
+        Reply::Ready(info) => assert_eq!(info.login, CALLER),
+        other => panic!("{other:?}"),
+    }
+    let l = expect_locked(c.call(&session_lock()));
+    assert_eq!(l.name, format!("{CALLER}.lock"));
+    assert!(env.lock_path().exists());
+    assert!(!Path::new(SPOOL).join(format!("{VICTIM}.lock")).exists());
+    assert_eq!(c.call(&Request::Unlock(target())), Reply::Unlocked);
+    assert!(bye(c).0.success());
+    assert_eq!(env.snapshot(), before);
+}
+
+fn resource_limits(env: &Env) {
+    env.reset();
+    // RLIMIT_FSIZE 0: the lock content cannot be written; no lock, no
+    // temporary file left, a clear error.
+    let before = env.snapshot();
+    let mark = env.log_mark();
+    let mut run = env.run(&env.caller);
+    run.limits = vec!["--fsize=0:0".into()];
+    let mut c = Client::start(env, &run);
+    assert!(c.hello(&Hello::current()).accepted);
+    assert!(matches!(c.read(), Reply::Ready(_)));
+    assert_eq!(
+        expect_error(c.call(&session_lock())),
+        Refusal::TempWrite { errno: 27 } // EFBIG
+    );
+    let pid = c.pid();
+    assert!(bye(c).0.success());
+    env.wait_log(
+        mark,
+        &[
+            "mail.warning",
+            &format!("[{pid}]:"),
+            "op=lock",
+            "result=temp-write",
+        ],
+    );
+    assert_eq!(env.snapshot(), before);
+
+    // RLIMIT_NOFILE tiny: whatever fails, fails cleanly and changes nothing.
+    for n in 3..=10u32 {
+        let mark = env.log_mark();
+        let mut run = env.run(&env.caller);
+        run.limits = vec![format!("--nofile={n}:{n}")];
+        let mut c = Client::start(env, &run);
+        let pid = c.pid();
+        let _ = write_frame(c.stdin.as_mut().unwrap(), &Hello::current());
+        let mut outcome = Vec::new();
+        if let Ok(w) = read_frame::<_, Welcome>(c.stdout.as_mut().unwrap()) {
+            assert!(w.accepted);
+            if let Ok(Reply::Ready(_)) = c.try_read() {
+                c.send(&session_lock());
+                outcome.push(c.read());
+                c.send(&Request::Unlock(target()));
+                outcome.push(c.read());
+                c.send(&Request::Bye);
+                let _ = c.try_read();
+            }
+        }
+        let (status, stderr) = c.finish();
+        let code = status.code().unwrap_or(-1);
+        let failed = code != exit::OK || outcome.iter().any(|r| matches!(r, Reply::Error(_)));
+        assert!(
+            [
+                exit::OK,
+                exit::REFUSED,
+                exit::ENVIRONMENT,
+                exit::INTERNAL,
+                127
+            ]
+            .contains(&code),
+            "nofile={n}: exit {status:?}, {stderr}"
+        );
+        if code == 127 {
+            // The dynamic loader itself ran out of descriptors: no code of
+            // the helper ran at all.
+            assert!(
+                n <= 4 && stderr.contains("error while loading shared libraries"),
+                "{stderr}"
+            );
+        } else if n == 3 {
+            // Not even the syslog socket fits: refused, said on stderr.
+            assert_eq!(code, exit::ENVIRONMENT, "{stderr}");
+            assert!(stderr.contains("syslog"), "{stderr}");
+        } else if failed {
+            // Audited (the record names this helper's pid).
+            env.wait_log(mark, &[&format!("spoollock-helper[{pid}]:")]);
+        }
+        assert_eq!(env.snapshot(), before, "nofile={n}: {outcome:?}");
+    }
+}
+
+fn stopped_then_killed_mid_lock(env: &Env) {
+    env.reset();
+    let before = env.snapshot();
+    for round in 0..12u64 {
+        let (mut c, _) = Client::open(env, &env.caller);
+        c.send(&session_lock());
+        // Stop it somewhere in the middle of the lock, then kill it.
+        std::thread::sleep(Duration::from_micros(round * 150));
+        c.kill(Signal::SIGSTOP);
+        c.kill(Signal::SIGKILL);
+        let (status, _) = c.finish();
+        assert!(!status.success());
+        // Whatever it left, the next locker recovers at once: a lock of a
+        // dead helper is stale, its temporary file is swept.
+        let (mut next, _) = Client::open(env, &env.caller);
+        expect_locked(next.call(&session_lock()));
+        bye(next);
+        assert_eq!(env.snapshot(), before, "after round {round}");
+    }
+}
+
+fn sweeps_only_dead_temporaries_of_the_caller(env: &Env) {
+    env.reset();
+    let host: String = fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .bytes()
+        .take(32)
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut child = Command::new("/bin/true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let plant = |name: String, uid: u32| {
+        let p = Path::new(SPOOL).join(&name);
+        fs::write(&p, b"1\n").unwrap();
+        chown(&p, Some(uid), Some(env.mail_gid)).unwrap();
+        p
+    };
+    let dead_mine = plant(
+        format!(".lk{dead:x}.0123456789abcdef.{host}"),
+        env.caller.uid,
+    );
+    let dead_theirs = plant(
+        format!(".lk{dead:x}.fedcba9876543210.{host}"),
+        env.victim.uid,
+    );
+    let live_mine = plant(
+        format!(".lk{:x}.0011223344556677.{host}", std::process::id()),
+        env.caller.uid,
+    );
+    let other_host = plant(
+        format!(".lk{dead:x}.8899aabbccddeeff.elsewhere"),
+        env.caller.uid,
+    );
+    let mark = env.log_mark();
+    let (mut c, _) = Client::open(env, &env.caller);
+    expect_locked(c.call(&session_lock()));
+    bye(c);
+    assert!(
+        !dead_mine.exists(),
+        "the caller's dead temporary file is swept"
+    );
+    assert!(dead_theirs.exists() && live_mine.exists() && other_host.exists());
+    env.wait_log(mark, &["mail.info", "op=cleanup", "result=removed"]);
+}
+
+fn log_injection(env: &Env) {
+    env.reset();
+    let forged = "Jan  1 00:00:00 host sshd[1]: Accepted password for root";
+    let mark = env.log_mark();
+    assert_refused(
+        env,
+        &env.caller,
+        &lock(
+            named(&format!("{CALLER}\n{forged}")),
+            WaitSpec::NoWait,
+            LockMode::Session,
+        ),
+        Refusal::NotYourMailbox,
+        "not-your-mailbox",
+    );
+    let t = Target {
+        spool: SpoolSel::Path("/var/mail\r\nop=lock result=granted\u{1b}[2J".into()),
+        mailbox: None,
+    };
+    assert_refused(
+        env,
+        &env.caller,
+        &lock(t, WaitSpec::NoWait, LockMode::Session),
+        Refusal::UnknownSpool,
+        "unknown-spool",
+    );
+    let text = env.log_since(mark);
+    for line in text.lines() {
+        assert!(
+            line.starts_with("mail.") || line.starts_with("authpriv."),
+            "forged line: {line}"
+        );
+        assert!(!line.contains('\u{1b}'), "escape in log: {line}");
+        assert_eq!(line.matches("result=").count(), 1, "forged field: {line}");
+    }
+    assert!(
+        text.contains("requested=sltest-caller\\x0aJan\\x20\\x201"),
+        "{text}"
+    );
+}
+
+fn refuses_to_run_unprivileged(env: &Env) {
+    env.reset();
+    let mut run = env.run(&env.caller);
+    run.binary = env.plain.clone();
+    assert_start_refused(
+        env,
+        &run,
+        exit::NOT_PRIVILEGED,
+        "setgid bit",
+        "not-privileged",
+    );
+    let mut run = env.run(&env.caller);
+    run.nnp = true;
+    assert_start_refused(
+        env,
+        &run,
+        exit::NOT_PRIVILEGED,
+        "no_new_privs",
+        "not-privileged",
+    );
+}
+
+// ---------------------------------------------------------------------------
+
+type Scenario = (&'static str, fn(&Env));
+
+const SCENARIOS: &[Scenario] = &[
+    ("own_mailbox_lock_and_release", own_mailbox_lock_and_release),
+    ("extra_configured_spool", extra_configured_spool),
+    ("end_of_file_releases", end_of_file_releases),
+    ("client_sigkill_releases", client_sigkill_releases),
+    (
+        "helper_sigkill_leaves_a_lock_broken_at_once",
+        helper_sigkill_leaves_a_lock_broken_at_once,
+    ),
+    (
+        "busy_timeout_cancel_and_handoff",
+        busy_timeout_cancel_and_handoff,
+    ),
+    ("detached_lock_for_scripts", detached_lock_for_scripts),
+    ("bad_parameters", bad_parameters),
+    ("other_users_mailbox_names", other_users_mailbox_names),
+    ("unknown_spools", unknown_spools),
+    ("unsafe_spools", unsafe_spools),
+    (
+        "planted_files_at_lock_and_mailbox",
+        planted_files_at_lock_and_mailbox,
+    ),
+    ("victims_lock_is_untouchable", victims_lock_is_untouchable),
+    ("malformed_frames", malformed_frames),
+    ("standard_descriptors", standard_descriptors),
+    ("argc_zero_and_arguments", argc_zero_and_arguments),
+    ("hostile_environment", hostile_environment),
+    ("resource_limits", resource_limits),
+    ("stopped_then_killed_mid_lock", stopped_then_killed_mid_lock),
+    (
+        "sweeps_only_dead_temporaries_of_the_caller",
+        sweeps_only_dead_temporaries_of_the_caller,
+    ),
+    ("log_injection", log_injection),
+    ("refuses_to_run_unprivileged", refuses_to_run_unprivileged),
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--client") {
+        client_mode(&args[2..]);
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        println!("privileged helper tests skipped: they must run as root (CI does)");
+        return;
+    }
+    let filters: Vec<&String> = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let mut env = Env::setup();
+    let (mut passed, mut failed) = (0, Vec::new());
+    let selected: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .collect();
+    println!("\nrunning {} privileged helper tests", selected.len());
+    for (name, scenario) in selected {
+        let result = catch_unwind(AssertUnwindSafe(|| scenario(&env)));
+        match result {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    env.teardown();
+    println!();
+    if !failed.is_empty() {
+        println!("failures: {}", failed.join(", "));
+    }
+    let verdict = if failed.is_empty() { "ok" } else { "FAILED" };
+    println!(
+        "test result: {verdict}. {passed} passed; {} failed; 0 ignored; 0 measured; 0 filtered out",
+        failed.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(101);
+    }
+}
