@@ -697,6 +697,7 @@ fn own_mailbox_lock_and_release(env: &Env) {
     assert_eq!(locked.spool, SPOOL);
     assert_eq!(locked.pid, Some(c.pid()));
     assert!(!locked.detached);
+    assert_hardened(env, c.pid());
     let m = fs::symlink_metadata(env.lock_path()).unwrap();
     assert!(m.is_file());
     assert_eq!(m.uid(), env.caller.uid, "lock owned by the caller");
@@ -763,6 +764,98 @@ fn own_mailbox_lock_and_release(env: &Env) {
         ],
     );
     assert_eq!(env.snapshot(), before);
+}
+
+/// What /proc says about a helper in the middle of a session: the mail
+/// group only in the saved set-gid, no capabilities, no_new_privs, not
+/// dumpable, no core dumps, umask 022, no signal blocked, only SIGPIPE and
+/// SIGXFSZ ignored.
+fn assert_hardened(env: &Env, pid: u32) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} missing in {status}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (u, g, m) = (env.caller.uid, env.caller.gid, env.mail_gid);
+    assert_eq!(field("Uid:"), format!("{u} {u} {u} {u}"));
+    assert_eq!(
+        field("Gid:"),
+        format!("{g} {g} {m} {g}"),
+        "mail only in the saved gid"
+    );
+    assert_eq!(
+        field("Groups:"),
+        g.to_string(),
+        "the caller's own groups only"
+    );
+    for caps in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+        assert_eq!(field(caps), "0000000000000000", "{caps}");
+    }
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Umask:"), "0022");
+    assert_eq!(field("SigBlk:"), "0000000000000000");
+    // Of the standard signals (1-31), only SIGPIPE and SIGXFSZ are ignored
+    // (glibc reserves 32 and 33; real-time signals are left as inherited).
+    let ignored = u64::from_str_radix(&field("SigIgn:"), 16).unwrap() & 0x7fff_ffff;
+    assert_eq!(
+        ignored,
+        (1 << (13 - 1)) | (1 << (25 - 1)),
+        "SigIgn {ignored:x}"
+    );
+    // Not dumpable: its /proc entries belong to root, not to the caller.
+    assert_eq!(
+        fs::metadata(format!("/proc/{pid}/status")).unwrap().uid(),
+        0
+    );
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "{core}"
+    );
+}
+
+fn lock_lost_while_held(env: &Env) {
+    env.reset();
+    let mark = env.log_mark();
+    let (mut c, _) = Client::open(env, &env.caller);
+    expect_locked(c.call(&session_lock()));
+    // Someone (root, or a breaker that judged it stale) removes it.
+    fs::remove_file(env.lock_path()).unwrap();
+    assert_eq!(
+        expect_error(c.call(&Request::Touch(target()))),
+        Refusal::LockLost
+    );
+    assert_eq!(
+        expect_error(c.call(&Request::Unlock(target()))),
+        Refusal::LockLost
+    );
+    // A new lock taken by someone else is never released by the old session.
+    let (mut other, _) = Client::open(env, &env.caller);
+    expect_locked(other.call(&session_lock()));
+    let pid = c.pid();
+    bye(c);
+    assert_eq!(first_line(&env.lock_path()), other.pid().to_string());
+    env.wait_log(
+        mark,
+        &[
+            "mail.warning",
+            &format!("[{pid}]:"),
+            "op=touch",
+            "result=lock-lost",
+        ],
+    );
+    bye(other);
+    assert!(!env.lock_path().exists());
 }
 
 fn extra_configured_spool(env: &Env) {
@@ -1815,6 +1908,7 @@ type Scenario = (&'static str, fn(&Env));
 const SCENARIOS: &[Scenario] = &[
     ("own_mailbox_lock_and_release", own_mailbox_lock_and_release),
     ("extra_configured_spool", extra_configured_spool),
+    ("lock_lost_while_held", lock_lost_while_held),
     ("end_of_file_releases", end_of_file_releases),
     ("client_sigkill_releases", client_sigkill_releases),
     (
