@@ -1,0 +1,288 @@
+#!/usr/bin/env bash
+# End-to-end test of the Debian package, as root on Debian (CI):
+#
+#   1. build the .deb (packaging/debian/build-deb.sh) and run lintian on it:
+#      any error fails;
+#   2. dpkg -i: the helper is root:mail 2755 through a dpkg statoverride,
+#      the CLI and the manual pages are installed;
+#   3. as a freshly created unprivileged user, in a private mount namespace
+#      with a tmpfs over /var/mail (root:mail 2775) and rsyslogd listening
+#      on /dev/log (an overlay over /dev, so the host's /dev is untouched),
+#      `spoollock run --mailbox -- sh -c 'echo x'` locks the user's mailbox
+#      through the installed setgid helper: the lock exists while the
+#      command runs, created by the helper (the user cannot write the spool
+#      itself), and rsyslogd logs the grant (mail.info) and the release
+#      (mail.info), and a refused request at authpriv.warning, both in a
+#      mail+authpriv file and through the rsyslog snippet of docs/audit.md;
+#   4. dpkg -r, then dpkg --purge: no file, directory or statoverride is
+#      left; an administrator's own statoverride survives remove and goes
+#      with purge.
+#
+# Exit status: 0 passed, 1 failed, 77 skipped (not root, not Debian, a tool
+# missing: the reason is printed). Run it with `bash packaging/test-package.sh`;
+# client/tests/packaging.rs runs it from `cargo test`.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+user="${SPOOLLOCK_PKGTEST_USER:-slpkgtest}"
+helper=/usr/libexec/spoollock/spoollock-helper
+
+say() { echo "test-package.sh: $*"; }
+fail() { echo "test-package.sh: FAIL: $*" >&2; exit 1; }
+skip() { echo "test-package.sh: SKIP: $*"; exit 77; }
+
+[ "$(id -u)" -eq 0 ] || skip "needs root (dpkg -i, useradd, mount namespaces)"
+command -v dpkg >/dev/null || skip "not a Debian system (no dpkg)"
+missing=""
+for tool in dpkg-deb dpkg-shlibdeps lintian rsyslogd unshare setpriv useradd mount findmnt strip gzip; do
+    command -v "$tool" >/dev/null || missing="$missing $tool"
+done
+[ -z "$missing" ] || skip "missing:$missing (apt-get install dpkg-dev lintian rsyslog util-linux passwd binutils)"
+getent group mail >/dev/null || fail "group mail does not exist"
+
+work="$(mktemp -d /tmp/spoollock-pkgtest.XXXXXX)"
+chmod 0755 "$work"
+trap 'rm -rf "$work"' EXIT
+
+# A package left over from an interrupted run (or installed by hand) would
+# make every check below meaningless.
+if dpkg-query -W -f='${Status}' spoollock 2>/dev/null | grep -qv "not-installed"; then
+    say "purging a spoollock package already installed"
+    dpkg --purge spoollock >/dev/null
+fi
+if dpkg-statoverride --list "$helper" >/dev/null 2>&1; then
+    say "removing a leftover statoverride of $helper"
+    dpkg-statoverride --remove "$helper"
+fi
+
+# ---- 1. build and lintian ------------------------------------------------
+say "building the package"
+deb="$(bash "$repo/packaging/debian/build-deb.sh" -o "$work" | tail -n1)"
+[ -f "$deb" ] || fail "build-deb.sh produced no package"
+say "built $(basename "$deb")"
+
+say "lintian $(lintian --version | awk '{print $2}')"
+set +e
+lintian --fail-on error --display-info --show-overrides "$deb" >"$work/lintian.txt" 2>&1
+lintian_rc=$?
+set -e
+sed 's/^/  /' "$work/lintian.txt"
+errors="$(grep -c '^E: ' "$work/lintian.txt" || true)"
+warnings="$(grep -c '^W: ' "$work/lintian.txt" || true)"
+say "lintian: $errors error(s), $warnings warning(s)"
+[ "$lintian_rc" -eq 0 ] && [ "$errors" -eq 0 ] || fail "lintian reported errors (exit $lintian_rc)"
+
+# ---- 2. install -----------------------------------------------------------
+expect_mode() { # path owner:group mode
+    local got
+    got="$(stat -c '%U:%G %a' "$1")"
+    [ "$got" = "$2 $3" ] || fail "$1 is $got, expected $2 $3"
+}
+
+say "dpkg -i"
+dpkg -i "$deb" >"$work/dpkg-i.txt" 2>&1 || { cat "$work/dpkg-i.txt"; fail "dpkg -i failed"; }
+expect_mode "$helper" root:mail 2755
+[ "$(dpkg-statoverride --list "$helper")" = "root mail 2755 $helper" ] ||
+    fail "no statoverride root mail 2755 for $helper"
+expect_mode /usr/bin/spoollock root:root 755
+for f in /usr/share/man/man1/spoollock.1.gz /usr/share/man/man1/spoollock-run.1.gz \
+    /usr/share/man/man8/spoollock-helper.8.gz /usr/share/doc/spoollock/copyright \
+    /usr/share/doc/spoollock/SECURITY.md /usr/share/doc/spoollock/changelog.Debian.gz; do
+    [ -f "$f" ] || fail "$f is not installed"
+done
+dpkg -L spoollock >"$work/files.txt"
+say "installed: helper root:mail 2755 (statoverride), $(grep -c . "$work/files.txt") paths"
+
+# ---- 3. run as an unprivileged user --------------------------------------
+if ! id -u "$user" >/dev/null 2>&1; then
+    useradd --no-create-home --shell /bin/sh --comment "spoollock package test" "$user"
+fi
+# Never a member of group mail: the helper must be what makes the lock.
+if id -nG "$user" | tr ' ' '\n' | grep -qx mail; then
+    fail "test user $user is in group mail"
+fi
+mail_gid="$(getent group mail | cut -d: -f3)"
+
+snippet="$work/snippet.conf"
+sed -n '/^<!-- rsyslog-snippet-begin -->$/,/^<!-- rsyslog-snippet-end -->$/p' "$repo/docs/audit.md" |
+    sed '/^<!--/d; /^```/d' |
+    sed "s|/var/log/spoollock-helper.log|$work/ns/spoollock-helper.log|" >"$snippet"
+grep -q 'spoollock-helper' "$snippet" || fail "no rsyslog snippet between the markers in docs/audit.md"
+
+cat >"$work/inner.sh" <<'INNER'
+set -euo pipefail
+work="$1"; user="$2"; mail_gid="$3"
+ns="$work/ns"
+say() { echo "test-package.sh: [ns] $*"; }
+fail() { echo "test-package.sh: FAIL: [ns] $*" >&2; exit 1; }
+
+# The real spool layout, private to this namespace.
+mount -t tmpfs -o mode=2775 spool /var/mail
+chown root:mail /var/mail
+chmod 2775 /var/mail
+# A mailbox as Debian makes them: user:mail 0660.
+install -o "$user" -g mail -m 0660 /dev/null "/var/mail/$user"
+
+# /dev/log: an overlay over /dev (device nodes still work), so rsyslogd's
+# socket lives in this namespace only; /dev's submounts are bound back.
+mkdir -p "$ns"
+mount -t tmpfs -o mode=0755 nsfiles "$ns"
+mkdir -p "$ns/olddev" "$ns/up" "$ns/wk" "$ns/rsyslog"
+mount --rbind /dev "$ns/olddev"
+mount -t overlay -o "lowerdir=$ns/olddev,upperdir=$ns/up,workdir=$ns/wk" nsdev /dev
+for sub in $(findmnt -rn -o TARGET | grep "^$ns/olddev/" | sed "s|^$ns/olddev/||" | sort -u); do
+    [ -d "/dev/$sub" ] && mount --rbind "$ns/olddev/$sub" "/dev/$sub" 2>/dev/null || true
+done
+[ ! -e /dev/log ] || rm -f /dev/log
+
+cat >"$ns/rsyslog.conf" <<EOF
+global(workDirectory="$ns/rsyslog")
+module(load="imuxsock" SysSock.Name="/dev/log" SysSock.RateLimit.Interval="0")
+template(name="FacPri" type="string"
+         string="%syslogfacility-text%.%syslogseverity-text% %syslogtag%%msg%\n")
+mail.*;authpriv.* action(type="omfile" file="$ns/mail-auth.log" template="FacPri")
+EOF
+cat "$work/snippet.conf" >>"$ns/rsyslog.conf"
+rsyslogd -n -f "$ns/rsyslog.conf" -i "$ns/rsyslogd.pid" >"$ns/rsyslogd.out" 2>&1 &
+rsyslog_pid=$!
+trap 'kill "$rsyslog_pid" 2>/dev/null || true; wait "$rsyslog_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -S /dev/log ] && break; sleep 0.05; done
+[ -S /dev/log ] || { cat "$ns/rsyslogd.out"; fail "rsyslogd did not create /dev/log"; }
+logger -p mail.info -t spoollock-pkgtest "syslog-ready"
+for _ in $(seq 100); do grep -q syslog-ready "$ns/mail-auth.log" 2>/dev/null && break; sleep 0.05; done
+grep -q syslog-ready "$ns/mail-auth.log" || { cat "$ns/rsyslogd.out"; fail "rsyslogd does not log"; }
+say "rsyslogd $rsyslog_pid listens on /dev/log"
+
+as_user() {
+    setpriv --reuid="$user" --regid="$user" --init-groups --reset-env -- "$@"
+}
+
+# The user cannot create files in the spool: only the helper can lock.
+if as_user sh -c 'echo > /var/mail/probe' 2>/dev/null; then
+    fail "$user can write /var/mail itself; the test would prove nothing"
+fi
+
+# The command of the issue, exactly.
+out="$(as_user /usr/bin/spoollock run --mailbox -- sh -c 'echo x')" ||
+    fail "spoollock run --mailbox exited $?"
+[ "$out" = x ] || fail "spoollock run printed '$out', expected 'x'"
+[ ! -e "/var/mail/$user.lock" ] || fail "the lock was left behind"
+say "spoollock run --mailbox -- sh -c 'echo x' printed x and released the lock"
+
+# Again, looking from inside the command: the lock is there, made by the
+# user's setgid helper, a child of spoollock holding group mail in its
+# saved set-group-ID only.
+cat >"$ns/probe.sh" <<'PROBE'
+lock="/var/mail/$USER.lock"
+[ -f "$lock" ] || { echo "no $lock while the command runs"; exit 10; }
+stat -c 'lock %U:%G %a' "$lock"
+helper_pid="$(pgrep -P "$PPID" -x spoollock-helpe || true)"
+[ -n "$helper_pid" ] || { echo "no spoollock-helper child of spoollock ($PPID)"; exit 11; }
+echo "helper $helper_pid $(grep '^Gid:' "/proc/$helper_pid/status")"
+echo "first-line $(head -n1 "$lock")"
+PROBE
+chmod 0755 "$ns/probe.sh"
+probe="$(as_user /usr/bin/spoollock run --mailbox -- /bin/sh "$ns/probe.sh")" ||
+    { echo "$probe"; fail "the probe inside spoollock run failed"; }
+echo "$probe" | sed 's/^/  /'
+echo "$probe" | grep -qx "lock $user:mail 644" || fail "the lock is not $user:mail 0644"
+gids="$(echo "$probe" | sed -n 's/^helper [0-9]* Gid:\s*//p')"
+read -r real effective saved fs <<<"$gids"
+user_gid="$(id -g "$user")"
+[ "$real" = "$user_gid" ] || fail "helper real gid $real, expected $user_gid"
+[ "$saved" = "$mail_gid" ] || fail "helper saved gid $saved, expected mail ($mail_gid): not setgid?"
+[ "$effective" = "$user_gid" ] || fail "helper effective gid $effective while idle, expected $user_gid"
+helper_pid="$(echo "$probe" | sed -n 's/^helper \([0-9]*\) .*/\1/p')"
+echo "$probe" | grep -qx "first-line $helper_pid" || fail "the lock does not name the helper's pid"
+say "the lock was made by spoollock-helper $helper_pid (gids real=$real effective=$effective saved=$saved)"
+
+# Another user's mailbox: the client refuses before asking the helper.
+set +e
+refused="$(as_user /usr/bin/spoollock lock --no-wait /var/mail/root 2>&1)"
+refused_rc=$?
+set -e
+[ "$refused_rc" -ne 0 ] || fail "locking /var/mail/root as $user succeeded"
+[ ! -e /var/mail/root.lock ] || fail "/var/mail/root.lock was created"
+say "locking root's mailbox: refused (exit $refused_rc: $refused)"
+
+# A refusal by the helper's policy: the user's mailbox now belongs to root.
+chown root "/var/mail/$user"
+set +e
+refused="$(as_user /usr/bin/spoollock lock --mailbox --no-wait 2>&1)"
+refused_rc=$?
+set -e
+chown "$user" "/var/mail/$user"
+[ "$refused_rc" -ne 0 ] || fail "locking a mailbox owned by root succeeded"
+[ ! -e "/var/mail/$user.lock" ] || fail "a lock was created for a mailbox owned by root"
+say "locking a mailbox owned by someone else: refused by the helper (exit $refused_rc: $refused)"
+
+# The audit trail: wait for the records, then check them.
+wait_for() { # file pattern
+    for _ in $(seq 100); do grep -qE "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    return 1
+}
+log="$ns/mail-auth.log"
+grant="^mail\.info spoollock-helper\[[0-9]+\]: op=lock result=granted uid=[0-9]+ login=$user client_pid=[0-9]+ .*spool=/var/mail lock=$user\.lock mode=session"
+release="^mail\.info spoollock-helper\[[0-9]+\]: op=release result=released uid=[0-9]+ login=$user client_pid=[0-9]+ .*spool=/var/mail lock=$user\.lock .*trigger="
+refusal="^authpriv\.warning spoollock-helper\[[0-9]+\]: op=lock result=bad-mailbox uid=[0-9]+ login=$user client_pid=[0-9]+ .*error="
+for what in grant release refusal; do
+    wait_for "$log" "${!what}" || { sed 's/^/  /' "$log"; fail "no $what record in the mail+authpriv log"; }
+done
+[ "$(grep -cE "$grant" "$log")" -eq 2 ] || { sed 's/^/  /' "$log"; fail "expected 2 grants"; }
+[ "$(grep -cE "$release" "$log")" -eq 2 ] || { sed 's/^/  /' "$log"; fail "expected 2 releases"; }
+grep -E "spoollock-helper\[$helper_pid\]: op=lock result=granted" "$log" >/dev/null ||
+    fail "no grant logged by helper $helper_pid"
+say "rsyslogd logged grant and release (mail.info) and the refusal (authpriv.warning):"
+grep 'spoollock-helper' "$log" | sed 's/^/  /'
+own="$ns/spoollock-helper.log"
+wait_for "$own" "op=lock result=bad-mailbox" || fail "the docs/audit.md snippet did not route the refusal"
+[ "$(grep -c 'spoollock-helper\[' "$own")" -eq "$(grep -c 'spoollock-helper\[' "$log")" ] ||
+    fail "the docs/audit.md snippet's file differs from the mail+authpriv log"
+grep -q 'syslog-ready' "$own" && fail "the docs/audit.md snippet routed other programs' messages"
+say "the rsyslog snippet of docs/audit.md routed all $(grep -c . "$own") records to its own file"
+INNER
+
+say "running as $user in a private mount namespace"
+unshare -m --propagation private bash "$work/inner.sh" "$work" "$user" "$mail_gid" ||
+    fail "the run as $user failed"
+
+# ---- 4. remove and purge --------------------------------------------------
+check_gone() {
+    local left=""
+    while read -r path; do
+        case "$path" in
+            /. | /usr | /usr/bin | /usr/libexec | /usr/share | /usr/share/doc | /usr/share/man | \
+                /usr/share/man/man1 | /usr/share/man/man8 | /usr/share/lintian | \
+                /usr/share/lintian/overrides) continue ;;
+        esac
+        [ ! -e "$path" ] || left="$left $path"
+    done <"$work/files.txt"
+    [ -z "$left" ] || fail "left after $1:$left"
+}
+
+say "dpkg -r"
+dpkg -r spoollock >/dev/null 2>&1 || fail "dpkg -r failed"
+check_gone "dpkg -r"
+! dpkg-statoverride --list "$helper" >/dev/null 2>&1 || fail "statoverride left after dpkg -r"
+say "dpkg --purge"
+dpkg --purge spoollock >/dev/null 2>&1 || fail "dpkg --purge failed"
+dpkg-query -W -f='${Status}' spoollock 2>/dev/null | grep -qv "not-installed" &&
+    fail "dpkg still knows spoollock after purge"
+check_gone "dpkg --purge"
+! dpkg-statoverride --list "$helper" >/dev/null 2>&1 || fail "statoverride left after purge"
+say "remove and purge left no file, directory or statoverride"
+
+# An administrator's override is respected, kept on remove, dropped on purge.
+dpkg-statoverride --add root mail 2750 "$helper"
+dpkg -i "$deb" >/dev/null 2>&1 || fail "dpkg -i (with an admin override) failed"
+expect_mode "$helper" root:mail 2750
+dpkg -r spoollock >/dev/null 2>&1 || fail "dpkg -r failed"
+[ "$(dpkg-statoverride --list "$helper")" = "root mail 2750 $helper" ] ||
+    fail "dpkg -r dropped the administrator's statoverride"
+dpkg --purge spoollock >/dev/null 2>&1 || fail "dpkg --purge failed"
+! dpkg-statoverride --list "$helper" >/dev/null 2>&1 || fail "purge kept the administrator's statoverride"
+check_gone "the second purge"
+say "an administrator's statoverride (2750) is kept by install and remove, dropped by purge"
+
+say "PASS"
