@@ -36,6 +36,11 @@
 //!   attributes. A blocking `F_SETLKW` waits in a thread of its own and
 //!   cannot be interrupted by a signal (FUSE interrupts are not served).
 //!
+//! File *data* is not cached: reads and writes go to the server each time
+//! (an NFS client may also serve stale data from its page cache until the
+//! next open; that is not modelled). Writes go at the offset the caller
+//! gives, so an append at a stale cached size overwrites, as on NFS.
+//!
 //! How the kernel's own caches are kept out of the way: every reply carries
 //! an entry and attribute TTL of zero and every open is `FOPEN_DIRECT_IO`,
 //! so the kernel asks this file system each time and the caching policy is

@@ -349,3 +349,53 @@ impl AppendAtEnd for File {
         std::os::unix::fs::FileExt::write_all_at(self, data, len).unwrap();
     }
 }
+
+#[test]
+fn blocking_fcntl_lock_waits_for_the_other_mount() {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let Some(s) = Setup::new(SimConfig::default(), SimConfig::default()) else {
+        return;
+    };
+    fs::write(s.a().join("mbox"), b"").unwrap();
+    let flock = |typ: i16| nix::libc::flock {
+        l_type: typ,
+        l_whence: nix::libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    let on_a = File::options()
+        .write(true)
+        .open(s.a().join("mbox"))
+        .unwrap();
+    fcntl(
+        &on_a,
+        FcntlArg::F_OFD_SETLK(&flock(nix::libc::F_WRLCK as i16)),
+    )
+    .unwrap();
+    let b_path = s.b().join("mbox");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let on_b = File::options().write(true).open(b_path).unwrap();
+        tx.send(()).unwrap();
+        fcntl(
+            &on_b,
+            FcntlArg::F_OFD_SETLKW(&flock(nix::libc::F_WRLCK as i16)),
+        )
+        .unwrap();
+        std::time::Instant::now()
+    });
+    rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let unlocked = std::time::Instant::now();
+    fcntl(
+        &on_a,
+        FcntlArg::F_OFD_SETLK(&flock(nix::libc::F_UNLCK as i16)),
+    )
+    .unwrap();
+    let granted = waiter.join().unwrap();
+    assert!(
+        granted > unlocked,
+        "B's blocking lock was granted while A held it"
+    );
+}
