@@ -1,7 +1,7 @@
 //! The FUSE file system: the "server" is the backing directory, the
 //! "client" is this mount's caches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -121,8 +121,9 @@ pub(crate) struct State {
     locks: HashMap<(u64, u64), HeldLock>,
     rng: u64,
     fault_calls: [u64; 6],
-    /// The last (parent, name) an ESTALE was injected on: its retry passes.
-    estale_exempt: Option<(u64, OsString)>,
+    /// (pid, parent, name) an ESTALE was injected on: that process's
+    /// retry (the kernel's lookup with revalidation) passes.
+    estale_exempt: HashSet<(u32, u64, OsString)>,
 }
 
 impl State {
@@ -350,12 +351,13 @@ impl State {
         Ok(attr)
     }
 
-    fn lookup(&mut self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
-        let key = (parent, name.to_owned());
-        if self.estale_exempt.as_ref() == Some(&key) {
-            self.estale_exempt = None;
-        } else if self.inject(FaultKind::LookupEstale) {
-            self.estale_exempt = Some(key);
+    fn lookup(&mut self, pid: u32, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+        let key = (pid, parent, name.to_owned());
+        if !self.estale_exempt.remove(&key) && self.inject(FaultKind::LookupEstale) {
+            if self.estale_exempt.len() > 1024 {
+                self.estale_exempt.clear();
+            }
+            self.estale_exempt.insert(key);
             return Err(Errno::ESTALE);
         }
         if let Some((target, at)) = self.entries.get(&(parent, name.to_owned())).copied() {
@@ -479,7 +481,7 @@ impl SimFs {
             next_fh: 0,
             locks: HashMap::new(),
             fault_calls: [0; 6],
-            estale_exempt: None,
+            estale_exempt: HashSet::new(),
         };
         let state = Arc::new(Mutex::new(state));
         Ok((
@@ -518,9 +520,9 @@ impl fuser::Filesystem for SimFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let mut s = self.state();
-        match s.lookup(parent.0, name) {
+        match s.lookup(req.pid(), parent.0, name) {
             Ok(attr) => reply.entry(&NO_TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }

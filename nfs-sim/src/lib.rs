@@ -122,8 +122,8 @@ pub struct Faults {
     pub unlink_enoent: Fault,
     /// `rename` moved the file, but the client is told `ENOENT`.
     pub rename_enoent: Fault,
-    /// `lookup` answers `ESTALE` (the next lookup of the same name, the
-    /// kernel's retry with revalidation, is never faulted).
+    /// `lookup` answers `ESTALE` (the same process's next lookup of the
+    /// same name, the kernel's retry with revalidation, is never faulted).
     pub lookup_estale: Fault,
 }
 

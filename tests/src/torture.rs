@@ -118,6 +118,10 @@ pub struct Report {
     pub naive_broke: usize,
     pub lost_while_held: usize,
     pub errors: usize,
+    /// Of `errors`, those that were ESTALE (finding F2: the library
+    /// reports a lock deleted by another client between lookup and open
+    /// or read as an I/O error instead of looking again).
+    pub estale_errors: usize,
     pub error_samples: Vec<String>,
     pub leftover_temp_files: usize,
     pub leftover_samples: Vec<String>,
@@ -136,7 +140,7 @@ impl Report {
         format!(
             "{}: lock={:?} cycles={} holds={} violations={} lost={} dup={} unexpected={} \
              kills(self={} random={}) recovered={} (dead={} reused={} age={} naive={}) \
-             lost_while_held={} errors={} leftover_temp={} lock_left={} time={:.1}s",
+             lost_while_held={} errors={} (estale={}) leftover_temp={} lock_left={} time={:.1}s",
             self.name,
             self.lock.unwrap_or(LockKind::Spoollock),
             self.cycles,
@@ -154,6 +158,7 @@ impl Report {
             self.naive_broke,
             self.lost_while_held,
             self.errors,
+            self.estale_errors,
             self.leftover_temp_files,
             self.lock_left,
             self.seconds,
@@ -404,6 +409,9 @@ fn parse_log(path: &Path, report: &mut Report) -> Parsed {
             "N" => report.lost_while_held += 1,
             "X" => {
                 report.errors += 1;
+                if line.contains("Stale file handle") {
+                    report.estale_errors += 1;
+                }
                 if report.error_samples.len() < 5 {
                     report.error_samples.push(line.to_string());
                 }

@@ -245,7 +245,10 @@ fn torture_nfs_sim_two_mounts() {
     print(&report);
     eprintln!("TORTURE nfs-sim faults injected: {}", m.faults_injected());
     report.assert_sound();
-    assert_eq!(report.errors, 0, "{}", report.line());
+    // Finding F2: acquire() can fail with ESTALE when the lock it looks at
+    // is deleted by another client between lookup and open (the worker
+    // retries). Any other error fails the run.
+    assert_eq!(report.errors - report.estale_errors, 0, "{}", report.line());
     assert!(m.faults_injected() > 0, "no fault was injected");
 }
 
