@@ -35,6 +35,10 @@
 //!   as Linux NFS does) every lock call also drops the file's cached
 //!   attributes. A blocking `F_SETLKW` waits in a thread of its own and
 //!   cannot be interrupted by a signal (FUSE interrupts are not served).
+//!   An OFD lock is dropped when its file description is released, which
+//!   the kernel sends in the background after the last `close`: another
+//!   process may find it still locked for a moment after that close
+//!   returned (POSIX locks are dropped synchronously, at `flush`).
 //!
 //! File *data* is not cached: reads and writes go to the server each time
 //! (an NFS client may also serve stale data from its page cache until the

@@ -334,9 +334,18 @@ fn fcntl_locks_exclude_across_mounts_and_revalidate() {
     assert_eq!(on_b.metadata().unwrap().len(), 1, "stale before locking");
     lock(&on_b, nix::libc::F_WRLCK as i16).unwrap();
     assert_eq!(on_b.metadata().unwrap().len(), 3, "fresh after locking");
-    // Closing the descriptor releases the lock for A.
+    // Closing the descriptor releases the lock for A (the kernel sends the
+    // release that drops an OFD lock in the background: poll for it).
     drop(on_b);
-    lock(&on_a, nix::libc::F_WRLCK as i16).unwrap();
+    let mut taken = false;
+    for _ in 0..1000 {
+        if lock(&on_a, nix::libc::F_WRLCK as i16).is_ok() {
+            taken = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(taken, "closing B's descriptor never released its lock");
 }
 
 trait AppendAtEnd {
