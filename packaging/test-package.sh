@@ -3,6 +3,7 @@
 #
 #   1. build the .deb (packaging/debian/build-deb.sh) and run lintian on it:
 #      any error fails;
+#      and packaging/rpm/spoollock.spec must parse (rpmspec -P);
 #   2. dpkg -i: the helper is root:mail 2755 through a dpkg statoverride,
 #      the CLI and the manual pages are installed;
 #   3. as a freshly created unprivileged user, in a private mount namespace
@@ -73,6 +74,22 @@ warnings="$(grep -c '^W: ' "$work/lintian.txt" || true)"
 say "lintian: $errors error(s), $warnings warning(s)"
 [ "$lintian_rc" -eq 0 ] && [ "$errors" -eq 0 ] || fail "lintian reported errors (exit $lintian_rc)"
 
+# The RPM spec: it must parse, with the helper setgid mail.
+if command -v rpmspec >/dev/null; then
+    rpmspec -P "$repo/packaging/rpm/spoollock.spec" >"$work/spec.txt" 2>&1 ||
+        { cat "$work/spec.txt"; fail "rpmspec -P cannot parse packaging/rpm/spoollock.spec"; }
+    grep -qE '^%attr\(2755,root,mail\) /usr/libexec/spoollock/spoollock-helper$' "$work/spec.txt" ||
+        fail "the RPM spec does not install the helper %attr(2755,root,mail)"
+    spec_version="$(rpmspec -q --srpm --qf '%{VERSION}' "$repo/packaging/rpm/spoollock.spec")"
+    [ "$spec_version" = "$(basename "$deb" | cut -d_ -f2 | sed 's/-[^-]*$//')" ] ||
+        fail "the RPM spec's version $spec_version differs from the .deb's"
+    say "rpmspec -P: the spec parses, helper %attr(2755,root,mail), version $spec_version"
+elif [ -n "${CI:-}" ]; then
+    fail "rpmspec missing (apt-get install rpm)"
+else
+    say "rpmspec missing (apt-get install rpm): not checking the RPM spec"
+fi
+
 # ---- 2. install -----------------------------------------------------------
 expect_mode() { # path owner:group mode
     local got
@@ -95,9 +112,16 @@ dpkg -L spoollock >"$work/files.txt"
 say "installed: helper root:mail 2755 (statoverride), $(grep -c . "$work/files.txt") paths"
 
 # ---- 3. run as an unprivileged user --------------------------------------
-if ! id -u "$user" >/dev/null 2>&1; then
-    useradd --no-create-home --shell /bin/sh --comment "spoollock package test" "$user"
-fi
+ensure_user() { # name: create it unless it exists (another test may race us)
+    local i
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        id -u "$1" >/dev/null 2>&1 && return 0
+        useradd --no-create-home --shell /bin/sh --comment "spoollock package test" "$1" 2>/dev/null && return 0
+        sleep 0.5
+    done
+    id -u "$1" >/dev/null 2>&1 || fail "cannot create user $1"
+}
+ensure_user "$user"
 # Never a member of group mail: the helper must be what makes the lock.
 if id -nG "$user" | tr ' ' '\n' | grep -qx mail; then
     fail "test user $user is in group mail"

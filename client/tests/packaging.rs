@@ -1,54 +1,93 @@
-//! The Debian package end to end: `packaging/test-package.sh` builds the
-//! .deb, runs lintian (errors fail), installs it, runs `spoollock run
-//! --mailbox` as a fresh unprivileged user through the installed setgid
-//! helper with rsyslogd recording the audit trail, then removes and purges
-//! it and checks nothing is left. It needs root on Debian; without root it
-//! says why and skips (in CI, which is root, a missing tool is a failure).
+//! Packaging end to end, through the scripts in `packaging/`:
+//!
+//! - `test-package.sh` builds the .deb, runs lintian (errors fail) and
+//!   `rpmspec -P` on the RPM spec, installs the package, runs `spoollock run
+//!   --mailbox` as a fresh unprivileged user through the installed setgid
+//!   helper with rsyslogd recording the audit trail, then removes and purges
+//!   it and checks nothing is left;
+//! - `test-install.sh` runs `install.sh` with PREFIX and DESTDIR as root
+//!   (helper root:mail 2755) and as a user (the two commands printed).
+//!
+//! They need root on Debian; without root they say why and skip (in CI,
+//! which is root, a missing tool is a failure).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The script's status for "cannot run here" (the reason is printed).
+/// The scripts' status for "cannot run here" (the reason is printed).
 const SKIPPED: i32 = 77;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Run `packaging/<script>` with a cargo target directory of its own (its
+/// release build must not wait on the lock of the build running this
+/// test); `None` when it skipped, else its standard output.
+fn run_script(script: &str, target: &str) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("{script}: skipped: needs root (dpkg -i, useradd, chown root:mail, namespaces)");
+        return None;
+    }
+    let repo = repo();
+    let out = Command::new("bash")
+        .arg(repo.join("packaging").join(script))
+        .env("CARGO_TARGET_DIR", repo.join("target").join(target))
+        .env("CARGO", env!("CARGO"))
+        .output()
+        .unwrap_or_else(|e| panic!("run packaging/{script}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    if out.status.code() == Some(SKIPPED) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{script} skipped in CI: {stdout}"
+        );
+        eprintln!("{script}: skipped (see above)");
+        return None;
+    }
+    assert_eq!(out.status.code(), Some(0), "packaging/{script} failed");
+    Some(stdout)
+}
 
 #[test]
 fn debian_package_installs_runs_audits_and_purges() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("packaging: skipped: needs root (dpkg -i, useradd, mount namespaces)");
+    let Some(stdout) = run_script("test-package.sh", "packaging-deb") else {
         return;
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    // A target directory of its own: the release build must not wait on the
-    // lock of the build that runs this test.
-    let target = repo.join("target").join("packaging-test");
-    let out = Command::new("bash")
-        .arg(repo.join("packaging/test-package.sh"))
-        .env("CARGO_TARGET_DIR", &target)
-        .env("CARGO", env!("CARGO"))
-        .output()
-        .expect("run packaging/test-package.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    let code = out.status.code();
-    if code == Some(SKIPPED) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "packaging test skipped in CI: {stdout}"
-        );
-        eprintln!("packaging: skipped (see above)");
-        return;
-    }
-    assert_eq!(code, Some(0), "packaging/test-package.sh failed");
+    };
     for step in [
         "lintian: 0 error(s)",
         "installed: helper root:mail 2755 (statoverride)",
         "printed x and released the lock",
         "the lock was made by spoollock-helper",
         "rsyslogd logged grant and release (mail.info) and the refusal (authpriv.warning)",
+        "the rsyslog snippet of docs/audit.md routed all",
         "remove and purge left no file, directory or statoverride",
+        "an administrator's statoverride (2750) is kept by install and remove, dropped by purge",
         "test-package.sh: PASS",
+    ] {
+        assert!(stdout.contains(step), "missing step: {step}");
+    }
+    if std::env::var_os("CI").is_some() {
+        assert!(stdout.contains("rpmspec -P: the spec parses"));
+    }
+}
+
+#[test]
+fn install_script_honours_prefix_destdir_and_privileges() {
+    let Some(stdout) = run_script("test-install.sh", "packaging-install") else {
+        return;
+    };
+    for step in [
+        "helper root:mail 2755; binaries and pages name /usr/local/libexec/spoollock/spoollock-helper",
+        "not root: helper left",
+        "--no-build refuses binaries built for another helper path",
+        "--uninstall removed every file",
+        "test-install.sh: PASS",
     ] {
         assert!(stdout.contains(step), "missing step: {step}");
     }

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 use clap_mangen::Man;
+use spoollock_protocol::paths;
 
 const SECTION: &str = "1";
 const MANUAL: &str = "User Commands";
@@ -83,7 +84,9 @@ fn render(cmd: &clap::Command, top: bool) -> std::io::Result<Vec<u8>> {
     if let Some(text) = cmd.get_after_help() {
         page.write_all(exit_status(&text.to_string()).as_bytes())?;
     }
-    page.write_all(if top { FILES } else { "" }.as_bytes())?;
+    if top {
+        page.write_all(files().as_bytes())?;
+    }
     page.write_all(see_also(top).as_bytes())?;
     Ok(page)
 }
@@ -205,15 +208,32 @@ for the calling user, and the helper records every grant, release and
 refusal in syslog.
 "#;
 
-const FILES: &str = r#".SH FILES
+/// FILES and ENVIRONMENT, with the helper's path and group as compiled in.
+fn files() -> String {
+    let roff = |s: &str| s.replace('-', "\\-");
+    format!(
+        r#".SH FILES
 .TP
 .I /var/mail/LOGIN
 The spool mailbox locked by \fB\-\-mailbox\fR (\fI/var/spool/mail/LOGIN\fR
 when \fI/var/mail\fR does not exist).
 .TP
-.I /usr/libexec/spoollock/spoollock\-helper
-The setgid\-\fBmail\fR helper used for spools only group \fBmail\fR may write.
-"#;
+.I {helper}
+The setgid\-\fB{group}\fR helper used for spools only group \fB{group}\fR may write.
+.SH ENVIRONMENT
+.TP
+.B MAIL
+Used by \fB\-\-mailbox\fR when it is an absolute path whose file name is your login.
+.TP
+.B {env}
+Another helper program to run (development and tests); ignored when
+\fBspoollock\fR runs with elevated privileges.
+"#,
+        helper = roff(paths::HELPER_PATH),
+        group = roff(paths::HELPER_GROUP),
+        env = roff(spoollock::privileged::HELPER_ENV),
+    )
+}
 
 #[cfg(test)]
 mod tests {
