@@ -204,11 +204,13 @@ pub fn validate_name(name: &OsStr) -> Result<()> {
     Ok(())
 }
 
-/// Map "no such file" to `None`, other errors to a typed error.
+/// Map "no such file" to `None`, other errors to a typed error. On NFS,
+/// `ESTALE` means the file a cached name pointed at was removed by another
+/// client: gone, too.
 pub(crate) fn absent_ok<T>(r: nix::Result<T>, op: Op) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
-        Err(Errno::ENOENT) => Ok(None),
+        Err(Errno::ENOENT | Errno::ESTALE) => Ok(None),
         Err(errno) => Err(LockError::from_errno(op, errno)),
     }
 }

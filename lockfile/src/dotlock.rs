@@ -138,13 +138,14 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
     validate_name(name)?;
     let privilege = opts.privilege.as_deref();
     let content = content_for(opts.pid_mode).render();
-    let temp = TempFile::create(dir, &content, opts.mode, privilege)?;
+    let mut temp = TempFile::create(dir, &content, opts.mode, privilege)?;
     let mut waiter = Waiter::new(dir, name, opts.wait, opts.backoff, opts.interrupt.clone());
     let mut fs_clock = None;
     let mut last_seen = None;
     let mut vanished = 0u32;
 
     loop {
+        temp.refresh_if_old()?;
         let linked = with_raised(privilege, || {
             linkat(dir, temp.name(), dir, name, nix::fcntl::AtFlags::empty())
         });

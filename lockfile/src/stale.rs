@@ -100,7 +100,8 @@ pub(crate) fn open_lock(dir: &LockDir, name: &OsStr) -> Result<Option<Found>> {
         | OFlag::O_NOCTTY;
     let fd = match openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(None),
+        // ESTALE: another NFS client removed it between lookup and open.
+        Err(Errno::ENOENT | Errno::ESTALE) => return Ok(None),
         Err(Errno::ELOOP) => return Err(LockError::NotRegularFile),
         // Unreadable lock (mode 0600 by another user's tool): judge by age.
         Err(Errno::EACCES) => return unreadable(dir, name),

@@ -14,12 +14,17 @@ use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fchmod, fstat, FileStat, Mode};
+use nix::sys::stat::{fchmod, fstat, futimens, FileStat, Mode};
+use nix::sys::time::TimeSpec;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::dir::{with_raised, LockDir, Privilege};
 use crate::error::{LockError, Op, Result};
 use crate::host::local_host;
+
+/// How old the temporary file may get while we wait before its mtime is
+/// refreshed ahead of the next `link`.
+pub(crate) const REFRESH_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Upper bound on the temporary file's name length.
 pub const MAX_TEMP_NAME: usize = 64;
@@ -115,6 +120,19 @@ impl<'a> TempFile<'a> {
         if st.st_mode & 0o7777 != mode & 0o7777 {
             let _ = fchmod(self.fd(), Mode::from_bits_truncate(mode));
         }
+    }
+
+    /// Set the file's mtime to the file system's "now" if it was written
+    /// more than [`REFRESH_AFTER`] ago: the lock `link` makes carries this
+    /// mtime, and after a long wait it would be born stale.
+    pub fn refresh_if_old(&mut self) -> Result<()> {
+        if self.written_at.elapsed() < REFRESH_AFTER {
+            return Ok(());
+        }
+        futimens(self.fd(), &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)
+            .map_err(|errno| LockError::from_errno(Op::Touch, errno))?;
+        self.written_at = Instant::now();
+        Ok(())
     }
 
     pub fn name(&self) -> &OsStr {

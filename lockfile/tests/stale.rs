@@ -249,3 +249,31 @@ fn release_and_touch_refuse_a_lock_that_is_no_longer_ours() {
     assert!(other.is_held().unwrap(), "the other holder's lock survived");
     other.release().unwrap();
 }
+
+#[test]
+fn a_lock_taken_after_waiting_longer_than_the_stale_age_is_born_fresh() {
+    // The waiter's temporary file is made before it starts waiting; the
+    // lock it finally links must not carry that old mtime (found by the
+    // nfs-sim torture run: such locks were broken at once by the next
+    // waiter).
+    let scratch = Scratch::new("bornfresh");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    let opts = Options {
+        stale_age: std::time::Duration::from_secs(2),
+        ..Options::default()
+    };
+    let holder = acquire(&dir, name(), &opts).unwrap();
+    let (waiter_dir, waiter_opts) = (dir.clone(), opts.clone());
+    let waiter = std::thread::spawn(move || acquire(&waiter_dir, name(), &waiter_opts).unwrap());
+    for _ in 0..6 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        holder.touch().unwrap();
+    }
+    holder.release().unwrap();
+    let lock = waiter.join().unwrap();
+    assert!(
+        matches!(check(&dir, name(), &opts).unwrap(), LockState::Held(_)),
+        "a lock just taken must not be stale"
+    );
+    lock.release().unwrap();
+}
