@@ -122,6 +122,12 @@ ensure_user() { # name: create it unless it exists (another test may race us)
     id -u "$1" >/dev/null 2>&1 || fail "cannot create user $1"
 }
 ensure_user "$user"
+help="$(setpriv --reuid="$user" --regid="$user" --init-groups --reset-env -- "$helper" --help)" ||
+    fail "spoollock-helper --help failed"
+for word in /dev/log "facility mail" "facility authpriv"; do
+    echo "$help" | grep -qF "$word" || fail "spoollock-helper --help does not say '$word'"
+done
+say "spoollock-helper --help says where it logs (/dev/log, mail, authpriv)"
 # Never a member of group mail: the helper must be what makes the lock.
 if id -nG "$user" | tr ' ' '\n' | grep -qx mail; then
     fail "test user $user is in group mail"
@@ -201,7 +207,11 @@ cat >"$ns/probe.sh" <<'PROBE'
 lock="/var/mail/$USER.lock"
 [ -f "$lock" ] || { echo "no $lock while the command runs"; exit 10; }
 stat -c 'lock %U:%G %a' "$lock"
-helper_pid="$(pgrep -P "$PPID" -x spoollock-helpe || true)"
+helper_pid=""
+for st in /proc/[0-9]*/stat; do
+    read -r pid comm _state ppid _rest <"$st" 2>/dev/null || continue
+    if [ "$ppid" = "$PPID" ] && [ "$comm" = "(spoollock-helpe)" ]; then helper_pid="$pid"; fi
+done
 [ -n "$helper_pid" ] || { echo "no spoollock-helper child of spoollock ($PPID)"; exit 11; }
 echo "helper $helper_pid $(grep '^Gid:' "/proc/$helper_pid/status")"
 echo "first-line $(head -n1 "$lock")"
