@@ -549,22 +549,24 @@ fn peer_writer(test: &str) -> Option<PathBuf> {
         return None;
     }
     let built = BUILT.get_or_init(|| {
+        // Built under a private name, then renamed over the last run's.
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let src = dir.join(format!("peer_writer-{}.c", std::process::id()));
-        let exe = dir.join(format!("peer_writer-{}", std::process::id()));
+        let tmp = dir.join(format!("peer_writer-{}", std::process::id()));
+        let exe = dir.join("peer_writer");
         std::fs::write(&src, PEER_WRITER_C).map_err(|e| e.to_string())?;
         let out = Command::new("cc")
             .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-            .arg(&exe)
+            .arg(&tmp)
             .arg(&src)
             .output()
             .map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&src);
-        if out.status.success() {
-            Ok(exe)
-        } else {
-            Err(format!("cc failed: {}", describe(&out)))
+        if !out.status.success() {
+            return Err(format!("cc failed: {}", describe(&out)));
         }
+        std::fs::rename(&tmp, &exe).map_err(|e| e.to_string())?;
+        Ok(exe)
     });
     Some(built.clone().expect("compiling the C peer"))
 }
