@@ -28,8 +28,7 @@ for tool in useradd setpriv getent; do
 done
 getent group mail >/dev/null || fail "group mail does not exist"
 ensure_user() { # name: create it unless it exists (another test may race us)
-    local i
-    for i in 1 2 3 4 5 6 7 8 9 10; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
         id -u "$1" >/dev/null 2>&1 && return 0
         useradd --no-create-home --shell /bin/sh --comment "spoollock package test" "$1" 2>/dev/null && return 0
         sleep 0.5

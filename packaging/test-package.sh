@@ -108,13 +108,16 @@ for f in /usr/share/man/man1/spoollock.1.gz /usr/share/man/man1/spoollock-run.1.
     /usr/share/doc/spoollock/SECURITY.md /usr/share/doc/spoollock/changelog.Debian.gz; do
     [ -f "$f" ] || fail "$f is not installed"
 done
+# Reinstalling (as an upgrade does) keeps the mode: dpkg applies the
+# statoverride when it unpacks.
+dpkg -i "$deb" >"$work/dpkg-i.txt" 2>&1 || { cat "$work/dpkg-i.txt"; fail "dpkg -i (again) failed"; }
+expect_mode "$helper" root:mail 2755
 dpkg -L spoollock >"$work/files.txt"
-say "installed: helper root:mail 2755 (statoverride), $(grep -c . "$work/files.txt") paths"
+say "installed: helper root:mail 2755 (statoverride), kept by a reinstall; $(grep -c . "$work/files.txt") paths"
 
 # ---- 3. run as an unprivileged user --------------------------------------
 ensure_user() { # name: create it unless it exists (another test may race us)
-    local i
-    for i in 1 2 3 4 5 6 7 8 9 10; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
         id -u "$1" >/dev/null 2>&1 && return 0
         useradd --no-create-home --shell /bin/sh --comment "spoollock package test" "$1" 2>/dev/null && return 0
         sleep 0.5

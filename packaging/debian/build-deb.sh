@@ -30,7 +30,7 @@ out=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -o|--out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "build-deb.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -63,6 +63,8 @@ export SOURCE_DATE_EPOCH
 arch="$(dpkg --print-architecture)"
 homepage="$(sed -n '/^\[workspace.package\]/,/^\[/s/^repository *= *"\(.*\)"/\1/p' Cargo.toml)"
 
+grep -q "^\.TH SPOOLLOCK\\\\-HELPER 8 .* \"spoollock $upstream\"" packaging/man/spoollock-helper.8 ||
+    die "packaging/man/spoollock-helper.8: its .TH line does not say \"spoollock $upstream\""
 for doc in SECURITY.md README.md docs/audit.md; do
     [ -f "$repo/$doc" ] || die "$doc is missing"
 done
