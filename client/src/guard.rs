@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use spoollock_lockfile::{
-    acquire, check, remove_by_name, Dotlock, LockDir, LockState, Observer, Options, PidMode, Wait,
-    DEFAULT_STALE_AGE,
+    acquire, check, remove_by_name, AppendMark, Dotlock, LockDir, LockState, Observer, Options,
+    PidMode, Wait, DEFAULT_STALE_AGE,
 };
 use spoollock_protocol::LockMode;
 
@@ -172,6 +172,16 @@ impl LockGuard {
         match self.held() {
             Held::Direct { lock, .. } => Ok(lock.is_held()?),
             Held::Helper(session) => session_of(session).check(),
+        }
+    }
+
+    /// Record (or clear) an append in progress to the protected file in
+    /// the lock's content (see `MailboxLock::append`). `lock_path` is the
+    /// lock file's path, used on the helper path.
+    pub(crate) fn set_append_mark(&self, lock_path: &Path, mark: Option<AppendMark>) -> Result<()> {
+        match self.held() {
+            Held::Direct { lock, .. } => Ok(lock.set_append_mark(mark)?),
+            Held::Helper(session) => session_of(session).set_append_mark(lock_path, mark),
         }
     }
 

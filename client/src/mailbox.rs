@@ -10,14 +10,15 @@
 //! the "closing a descriptor drops the lock" pitfall they avoid.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use spoollock_lockfile::{LockError, Wait};
+use spoollock_lockfile::{AppendMark, Event, LockError, LockState, Observer, Wait};
 
 use crate::error::{Error, Result};
-use crate::guard::{LockGuard, LockOptions};
+use crate::guard::{lock_state, LockGuard, LockOptions};
 use crate::mbox;
 use crate::record_lock::{self, LockKind, RecordLockFlavor};
 use crate::target::LockTarget;
@@ -101,6 +102,10 @@ pub struct MailboxLock {
     file: Option<File>,
     taken: Vec<Which>,
     size: u64,
+    lock_path: PathBuf,
+    /// Append marks of stale locks broken while acquiring: a holder that
+    /// died mid-append may have left a partial message.
+    broken_marks: Arc<Mutex<Vec<AppendMark>>>,
 }
 
 impl MailboxLock {
@@ -123,8 +128,29 @@ impl MailboxLock {
             file,
             taken: Vec::new(),
             size: 0,
+            lock_path: target.path(),
+            broken_marks: Arc::default(),
         };
+        // On the helper path the helper breaks stale locks and we never see
+        // their content: look at it first.
+        let peeked = opts
+            .dotlock
+            .then(|| peek_stale_mark(&target, &opts.lock))
+            .flatten();
+        let opts = &lock.observing(opts);
         lock.acquire_all(&target, &order, opts)?;
+        let marks: Vec<AppendMark> = peeked
+            .into_iter()
+            .chain(
+                lock.broken_marks
+                    .lock()
+                    .map(|m| m.clone())
+                    .unwrap_or_default(),
+            )
+            .collect();
+        for mark in marks {
+            lock.recover_partial_append(mark)?;
+        }
         lock.size = match &lock.file {
             // Through the locked descriptor: on NFS the fcntl lock has
             // just revalidated the attribute cache, so this size is real.
@@ -132,6 +158,49 @@ impl MailboxLock {
             None => 0,
         };
         Ok(lock)
+    }
+
+    /// `opts` with an observer that also collects the append marks of the
+    /// stale locks the dotlock acquisition breaks.
+    fn observing(&self, opts: &MailboxOptions) -> MailboxOptions {
+        let marks = Arc::clone(&self.broken_marks);
+        let user = opts.lock.observer.clone();
+        let observer: Observer = Arc::new(move |event: &Event| {
+            if let Event::BrokeStale(holder, _) = event {
+                if let (Some(mark), Ok(mut marks)) = (holder.content.append, marks.lock()) {
+                    marks.push(mark);
+                }
+            }
+            if let Some(user) = &user {
+                user(event);
+            }
+        });
+        let mut opts = opts.clone();
+        opts.lock.observer = Some(observer);
+        opts
+    }
+
+    /// Remove what a holder killed in the middle of an append left: the
+    /// bytes from its starting offset, if and only if the mailbox is still
+    /// the file it was appending to, it is longer than that offset but
+    /// shorter than the complete entry, and nothing after the entry's own
+    /// separator line starts a new message (a writer that came after the
+    /// kill, such as an fcntl-only MDA, would have started one).
+    fn recover_partial_append(&mut self, mark: AppendMark) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let meta = file.metadata()?;
+        let size = meta.len();
+        let partial = (meta.dev(), meta.ino()) == (mark.dev, mark.ino)
+            && mark.offset < size
+            && size < mark.offset.saturating_add(mark.length);
+        if !partial || starts_another_message(file, mark.offset, size)? {
+            return Ok(());
+        }
+        file.set_len(mark.offset)?;
+        file.sync_data()?;
+        Ok(())
     }
 
     fn acquire_all(
@@ -251,6 +320,19 @@ impl MailboxLock {
         let tail_len = start.min(2) as usize;
         file.read_exact_at(&mut tail[..tail_len], start - tail_len as u64)?;
         let entry = mbox::entry(message, sender, SystemTime::now(), &tail[..tail_len]);
+        // Say in our dotlock what we are about to write, so that if we are
+        // killed half-way the next spoollock locker can remove the partial
+        // entry (see `recover_partial_append`).
+        let meta = file.metadata()?;
+        let mark = AppendMark {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            offset: start,
+            length: entry.len() as u64,
+        };
+        if let Some(dotlock) = &self.dotlock {
+            dotlock.set_append_mark(&self.lock_path, Some(mark))?;
+        }
         let written = file
             .write_all_at(&entry, start)
             .and_then(|()| file.sync_data());
@@ -265,6 +347,11 @@ impl MailboxLock {
             };
         }
         self.size = start + entry.len() as u64;
+        if let Some(dotlock) = &self.dotlock {
+            // Complete: a stale mark could only make a later recovery look
+            // at a whole entry (which it leaves alone), so failure is fine.
+            let _ = dotlock.set_append_mark(&self.lock_path, None);
+        }
         Ok(())
     }
 
@@ -359,7 +446,7 @@ impl Budget {
     fn spend(&mut self, busy: Error) -> Result<()> {
         self.used += 1;
         let holder = match &busy {
-            Error::Lock(e) => e.holder().cloned(),
+            Error::Lock(e) => e.holder().cloned().map(Box::new),
             _ => None,
         };
         match self.wait {
@@ -387,4 +474,60 @@ fn jitter(step: Duration) -> Duration {
     h.write_u128(Instant::now().elapsed().as_nanos());
     let nanos = step.as_nanos() as u64;
     Duration::from_nanos(nanos / 2 + h.finish() % (nanos / 2).max(1))
+}
+
+/// The append mark of the lock protecting `target`, if that lock is stale
+/// (its holder is gone or it was not refreshed): a live holder's mark
+/// means nothing.
+fn peek_stale_mark(target: &LockTarget, opts: &LockOptions) -> Option<AppendMark> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(target.path())
+        .ok()?;
+    let mut raw = vec![0u8; spoollock_lockfile::MAX_CONTENT];
+    let n = file.read_at(&mut raw, 0).ok()?;
+    let mark = spoollock_lockfile::LockContent::parse(&raw[..n]).append?;
+    matches!(lock_state(target, opts), Ok(LockState::Stale(..))).then_some(mark)
+}
+
+/// True if the bytes from `offset` to `size` hold a line-start `From `
+/// after the first separator line, i.e. a message that is not the one
+/// being appended at `offset`.
+fn starts_another_message(file: &File, offset: u64, size: u64) -> Result<bool> {
+    const CHUNK: usize = 64 * 1024;
+    const NEEDLE: &[u8] = b"\nFrom ";
+    let mut pos = offset;
+    let mut carry: Vec<u8> = Vec::new();
+    // Skip the padding newlines and the entry's own separator line.
+    let mut in_first_line = true;
+    let mut skipped_padding = false;
+    while pos < size {
+        let want = CHUNK.min((size - pos) as usize);
+        let mut buf = vec![0u8; want];
+        file.read_exact_at(&mut buf, pos)?;
+        pos += want as u64;
+        let mut data = &buf[..];
+        if in_first_line {
+            if !skipped_padding {
+                let pad = data.iter().take_while(|&&b| b == b'\n').count();
+                data = &data[pad..];
+                skipped_padding = !data.is_empty();
+            }
+            match data.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    in_first_line = false;
+                    data = &data[end..];
+                }
+                None => continue,
+            }
+        }
+        carry.extend_from_slice(data);
+        if carry.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+            return Ok(true);
+        }
+        let keep = carry.len().saturating_sub(NEEDLE.len() - 1);
+        carry.drain(..keep);
+    }
+    Ok(false)
 }

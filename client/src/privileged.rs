@@ -19,7 +19,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use nix::unistd::{access, getegid, geteuid, getgid, getuid, AccessFlags};
-use spoollock_lockfile::{LockContent, LockError, StaleReason, Wait, DEFAULT_STALE_AGE};
+use spoollock_lockfile::{
+    AppendMark, LockContent, LockError, StaleReason, Wait, DEFAULT_STALE_AGE,
+};
 use spoollock_protocol::{
     paths, read_frame, write_frame, FsOp, Hello, HolderInfo, LockMode, LockRequest, LockStatus,
     Refusal, Reply, Request, SessionInfo, SpoolSel, StaleKind, Target, WaitSpec, Welcome,
@@ -199,6 +201,32 @@ impl HelperSession {
         })
     }
 
+    /// Record (or clear) an append in progress in our lock file. The file
+    /// was created by the helper under our uid, so we may write it; it is
+    /// opened without following symlinks and checked to be ours (owner,
+    /// single link, naming this session's helper) before it is written.
+    pub(crate) fn set_append_mark(&self, lock_path: &Path, mark: Option<AppendMark>) -> Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(lock_path)?;
+        let meta = file.metadata()?;
+        let mut raw = vec![0u8; spoollock_lockfile::MAX_CONTENT];
+        let n = std::os::unix::fs::FileExt::read_at(&file, &mut raw, 0)?;
+        let mut content = LockContent::parse(&raw[..n]);
+        let ours = meta.is_file()
+            && meta.uid() == getuid().as_raw()
+            && meta.nlink() == 1
+            && content.pid == Some(self.info.helper_pid);
+        if !ours {
+            return Err(Error::Lock(LockError::NotOurs));
+        }
+        content.append = mark;
+        Ok(spoollock_lockfile::rewrite(&file, &content.render())?)
+    }
+
     /// Refresh the lock now (the helper also keeps it fresh by itself).
     pub fn touch(&mut self) -> Result<()> {
         match self.call(&Request::Touch(self.target.clone()))? {
@@ -336,6 +364,7 @@ fn holder(h: HolderInfo) -> Holder {
             host: h.host,
             boot: None,
             start: None,
+            append: None,
         },
         mtime,
     }
@@ -374,10 +403,10 @@ fn op(o: FsOp) -> spoollock_lockfile::Op {
 fn refused(refusal: Refusal) -> Error {
     match refusal {
         Refusal::Busy { holder: h } => Error::Lock(LockError::Busy {
-            holder: h.map(holder),
+            holder: h.map(holder).map(Box::new),
         }),
         Refusal::Timeout { holder: h } => Error::Lock(LockError::Timeout {
-            holder: h.map(holder),
+            holder: h.map(holder).map(Box::new),
         }),
         Refusal::LockNotRegular => Error::Lock(LockError::NotRegularFile),
         Refusal::NotOurs | Refusal::NotLocked | Refusal::LockLost => {

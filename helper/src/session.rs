@@ -562,10 +562,10 @@ fn fs_op(op: Op) -> FsOp {
 pub fn refusal_of(e: LockError) -> Refusal {
     match e {
         LockError::Busy { holder } => Refusal::Busy {
-            holder: holder.as_ref().map(holder_info),
+            holder: holder.as_deref().map(holder_info),
         },
         LockError::Timeout { holder } => Refusal::Timeout {
-            holder: holder.as_ref().map(holder_info),
+            holder: holder.as_deref().map(holder_info),
         },
         LockError::NameTooLong | LockError::InvalidName => Refusal::UnusableLogin,
         LockError::Permission { op, errno } => Refusal::Permission {

@@ -9,7 +9,13 @@
 //! host=<hostname>\n
 //! boot=<boot id>\n
 //! start=<process start time in clock ticks since boot>\n
+//! [append=<dev>:<ino>:<offset>:<length>\n]
 //! ```
+//!
+//! The optional `append` line is written by a holder while it appends to
+//! the file the lock protects (spoollock's `MailboxLock::append`) and
+//! removed when the append is complete, so that whoever breaks the lock
+//! of a holder killed mid-append knows which bytes may be a partial write.
 //!
 //! The parser is a pure function over bytes that never panics and never
 //! fails: content it does not understand simply carries less information
@@ -33,6 +39,31 @@ pub struct LockContent {
     pub boot: Option<String>,
     /// The holder's start time (field 22 of `/proc/PID/stat`), to detect pid reuse.
     pub start: Option<u64>,
+    /// An append in progress on the protected file, if the holder said so.
+    pub append: Option<AppendMark>,
+}
+
+/// "I am appending `length` bytes at `offset` to the file with this device
+/// and inode": the holder's note that a partial write may follow its death.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendMark {
+    pub dev: u64,
+    pub ino: u64,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl AppendMark {
+    fn parse(value: &[u8]) -> Option<AppendMark> {
+        let mut fields = value.split(|&b| b == b':').map(parse_u64);
+        let mark = AppendMark {
+            dev: fields.next()??,
+            ino: fields.next()??,
+            offset: fields.next()??,
+            length: fields.next()??,
+        };
+        fields.next().is_none().then_some(mark)
+    }
 }
 
 impl LockContent {
@@ -63,6 +94,7 @@ impl LockContent {
                 b"host" => content.host = clean_token(value),
                 b"boot" => content.boot = clean_token(value),
                 b"start" => content.start = parse_u64(value),
+                b"append" => content.append = AppendMark::parse(value),
                 _ => {}
             }
         }
@@ -80,6 +112,12 @@ impl LockContent {
         }
         if let Some(start) = self.start {
             out.push_str(&format!("start={start}\n"));
+        }
+        if let Some(m) = self.append {
+            out.push_str(&format!(
+                "append={}:{}:{}:{}\n",
+                m.dev, m.ino, m.offset, m.length
+            ));
         }
         out.into_bytes()
     }
@@ -196,6 +234,9 @@ mod tests {
         assert_eq!(c.host.as_deref(), Some("evil"));
         assert_eq!(c.boot, None);
         assert_eq!(c.start, None);
+        assert_eq!(LockContent::parse(b"1\nappend=1:2:3\n").append, None);
+        assert_eq!(LockContent::parse(b"1\nappend=1:2:3:4:5\n").append, None);
+        assert_eq!(LockContent::parse(b"1\nappend=1:2:x:4\n").append, None);
         let newline_host = LockContent::parse(b"12:a\rb\n");
         assert_eq!(newline_host.host, None);
     }
@@ -207,6 +248,12 @@ mod tests {
             host: Some("h-1.example".into()),
             boot: Some("0b5f7a8e-1111-2222-3333-444455556666".into()),
             start: Some(987654),
+            append: Some(AppendMark {
+                dev: 2049,
+                ino: 77,
+                offset: 1 << 40,
+                length: 5,
+            }),
         };
         let bytes = c.render();
         assert!(bytes.starts_with(b"42\n"));

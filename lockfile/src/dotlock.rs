@@ -26,7 +26,7 @@ use nix::sys::stat::{fstat, futimens};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 
-use crate::content::{Holder, LockContent};
+use crate::content::{AppendMark, Holder, LockContent};
 use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, Privilege};
 use crate::error::{LockError, Op, Result};
 use crate::host::{content_for, PidMode};
@@ -119,6 +119,7 @@ pub struct Dotlock {
     name: OsString,
     fd: Option<OwnedFd>,
     id: FileId,
+    content: LockContent,
     privilege: Option<Arc<dyn Privilege>>,
 }
 
@@ -137,8 +138,8 @@ pub enum LockState {
 pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
     validate_name(name)?;
     let privilege = opts.privilege.as_deref();
-    let content = content_for(opts.pid_mode).render();
-    let mut temp = TempFile::create(dir, &content, opts.mode, privilege)?;
+    let content = content_for(opts.pid_mode);
+    let mut temp = TempFile::create(dir, &content.render(), opts.mode, privilege)?;
     let mut waiter = Waiter::new(dir, name, opts.wait, opts.backoff, opts.interrupt.clone());
     let mut fs_clock = None;
     let mut last_seen = None;
@@ -159,6 +160,7 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
                 name: name.to_owned(),
                 fd: Some(temp.into_fd()),
                 id: ours,
+                content,
                 privilege: opts.privilege.clone(),
             });
         }
@@ -275,6 +277,18 @@ impl Dotlock {
         }
     }
 
+    /// Record (or clear) an append in progress in the lock's content,
+    /// through our own descriptor (so only our lock file is written; this
+    /// also refreshes it). See [`crate::AppendMark`].
+    pub fn set_append_mark(&self, mark: Option<AppendMark>) -> Result<()> {
+        let fd = self.fd.as_ref().ok_or(LockError::NotOurs)?;
+        let content = LockContent {
+            append: mark,
+            ..self.content.clone()
+        };
+        rewrite(fd, &content.render())
+    }
+
     /// Refresh the lock's mtime so it is not judged stale. The timestamp
     /// is set on our own inode through our descriptor, so a lock that was
     /// broken and re-taken by someone else is never refreshed by us; that
@@ -360,6 +374,21 @@ pub fn remove_by_name(
         Broke::Removed => Ok(()),
         Broke::Changed => Err(LockError::NotOurs),
     }
+}
+
+/// Replace the whole content of the lock file open at `fd`.
+pub fn rewrite(fd: impl std::os::fd::AsFd, bytes: &[u8]) -> Result<()> {
+    let fd = fd.as_fd();
+    let mut done = 0;
+    while done < bytes.len() {
+        match nix::sys::uio::pwrite(fd, &bytes[done..], done as i64) {
+            Ok(0) => return Err(LockError::TempWrite { errno: Errno::EIO }),
+            Ok(n) => done += n,
+            Err(Errno::EINTR) => {}
+            Err(errno) => return Err(LockError::TempWrite { errno }),
+        }
+    }
+    nix::unistd::ftruncate(fd, bytes.len() as i64).map_err(|errno| LockError::TempWrite { errno })
 }
 
 /// Refresh a lock by name that this process did not acquire (`touch` in

@@ -67,9 +67,9 @@ impl fmt::Display for Op {
 pub enum LockError {
     /// The lock is held and the caller asked not to wait, or the retry count
     /// ran out. `holder` is what the lock file said, when it could be read.
-    Busy { holder: Option<Holder> },
+    Busy { holder: Option<Box<Holder>> },
     /// The lock was still held when the caller's deadline passed.
-    Timeout { holder: Option<Holder> },
+    Timeout { holder: Option<Box<Holder>> },
     /// The lock or temporary name does not fit in a file name (`NAME_MAX`).
     NameTooLong,
     /// The name is not a plain file name (empty, `.`/`..`, contains `/` or NUL).
@@ -113,7 +113,7 @@ impl LockError {
     /// The holder named in a busy or timeout error.
     pub fn holder(&self) -> Option<&Holder> {
         match self {
-            LockError::Busy { holder } | LockError::Timeout { holder } => holder.as_ref(),
+            LockError::Busy { holder } | LockError::Timeout { holder } => holder.as_deref(),
             _ => None,
         }
     }

@@ -72,6 +72,7 @@ pub fn content_for(mode: PidMode) -> LockContent {
         host: Some(local.host.clone()),
         boot: local.boot.clone(),
         start,
+        append: None,
     }
 }
 

@@ -39,11 +39,11 @@ pub mod stale;
 mod tempfile;
 mod wait;
 
-pub use content::{Holder, LockContent, MAX_CONTENT};
+pub use content::{AppendMark, Holder, LockContent, MAX_CONTENT};
 pub use dir::{validate_name, FileId, FileVersion, LockDir, Privilege, NAME_MAX};
 pub use dotlock::{
-    acquire, check, remove_by_name, touch_by_name, Dotlock, Event, LockState, Observer, Options,
-    DEFAULT_STALE_AGE,
+    acquire, check, remove_by_name, rewrite, touch_by_name, Dotlock, Event, LockState, Observer,
+    Options, DEFAULT_STALE_AGE,
 };
 pub use error::{LockError, Op, Result};
 pub use host::{content_for, local_host, process_state, LocalHost, PidMode, ProcState};

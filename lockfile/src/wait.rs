@@ -94,6 +94,7 @@ impl<'a> Waiter<'a> {
     /// Pause before the next attempt, or give up with the error the
     /// caller's wait policy calls for.
     pub fn pause(&mut self, holder: Option<Holder>) -> Result<()> {
+        let holder = holder.map(Box::new);
         let pause = self.jittered();
         let pause = match self.wait {
             Wait::NoWait => return Err(LockError::Busy { holder }),

@@ -62,7 +62,7 @@ proptest! {
         boot in proptest::option::of("[a-f0-9-]{1,64}"),
         start in proptest::option::of(any::<u64>()),
     ) {
-        let content = LockContent { pid: Some(pid), host, boot, start };
+        let content = LockContent { pid: Some(pid), host, boot, start, append: None };
         let rendered = content.render();
         let first_line = format!("{pid}\n");
         prop_assert!(rendered.starts_with(first_line.as_bytes()));
