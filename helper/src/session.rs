@@ -73,6 +73,10 @@ pub struct Session {
     lost: Option<usize>,
     /// Spools already swept of the caller's dead temporary files.
     swept: Vec<usize>,
+    /// Spools opened and checked in this session, by index: the checks
+    /// hold for the descriptor (the directory cannot be swapped under it),
+    /// so a session checks each spool once.
+    opened: Vec<(usize, LockDir)>,
 }
 
 impl Session {
@@ -98,6 +102,7 @@ impl Session {
             held: None,
             lost: None,
             swept: Vec::new(),
+            opened: Vec::new(),
         })
     }
 
@@ -310,7 +315,11 @@ impl Session {
     }
 
     /// Check the target and open its spool.
-    fn prepare(&self, target: &Target, fields: &mut Fields) -> Result<(usize, LockDir), Refusal> {
+    fn prepare(
+        &mut self,
+        target: &Target,
+        fields: &mut Fields,
+    ) -> Result<(usize, LockDir), Refusal> {
         if let Some(name) = &target.mailbox {
             fields.push(("requested", name.clone()));
         }
@@ -321,8 +330,12 @@ impl Session {
         let index = policy::select(&target.spool, &self.spools)?;
         fields.push(("spool", self.spools[index].clone()));
         fields.push(("lock", policy::lock_name(&self.caller().login)));
+        if let Some((_, dir)) = self.opened.iter().find(|(i, _)| *i == index) {
+            return Ok((index, dir.clone()));
+        }
         let dir = policy::open_spool(&self.spools[index], self.privilege.group())
             .map_err(Refusal::Spool)?;
+        self.opened.push((index, dir.clone()));
         Ok((index, dir))
     }
 

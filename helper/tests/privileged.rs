@@ -147,6 +147,13 @@ fn make_dir(path: &Path, uid: u32, gid: u32, mode: u32) {
     set_mode(path, mode);
 }
 
+impl Drop for Env {
+    /// Never leave the daemon behind, even when the run panics.
+    fn drop(&mut self) {
+        self.stop_daemon();
+    }
+}
+
 impl Env {
     fn setup() -> Env {
         let tools = Tools {
@@ -283,6 +290,8 @@ impl Env {
             .arg("-i")
             .arg(syslog.join("rsyslogd.pid"))
             .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start rsyslogd");
         let mut env = Env {
@@ -312,12 +321,16 @@ impl Env {
     }
 
     fn teardown(&mut self) {
+        self.stop_daemon();
+        let _ = umount2(&self.base, MntFlags::MNT_DETACH);
+        let _ = fs::remove_dir(&self.base);
+    }
+
+    fn stop_daemon(&mut self) {
         if let Some(mut d) = self.rsyslogd.take() {
             let _ = d.kill();
             let _ = d.wait();
         }
-        let _ = umount2(&self.base, MntFlags::MNT_DETACH);
-        let _ = fs::remove_dir(&self.base);
     }
 
     fn spools(&self) -> PathBuf {
@@ -1902,6 +1915,99 @@ fn refuses_to_run_unprivileged(env: &Env) {
 }
 
 // ---------------------------------------------------------------------------
+// Figures for the issue (`-- --measure`): not a test, nothing asserted.
+
+fn spawn_as(program: &Path, who: &Ids) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(program);
+    cmd.uid(who.uid).gid(who.gid).env_clear();
+    cmd
+}
+
+fn measure(env: &Env) {
+    env.reset();
+    let rounds = 300u32;
+    let lockname = env.lock_path();
+
+    // Spawn + lock + release + exit, helper versus dotlockfile -l / -u.
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let mut child = spawn_as(&env.helper, &env.caller)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let mut output = child.stdout.take().unwrap();
+        write_frame(&mut input, &Hello::current()).unwrap();
+        write_frame(&mut input, &session_lock()).unwrap();
+        write_frame(&mut input, &Request::Bye).unwrap();
+        let _: Welcome = read_frame(&mut output).unwrap();
+        let _: Reply = read_frame(&mut output).unwrap();
+        assert!(matches!(read_frame(&mut output).unwrap(), Reply::Locked(_)));
+        assert_eq!(read_frame::<_, Reply>(&mut output).unwrap(), Reply::Bye);
+        assert!(child.wait().unwrap().success());
+    }
+    let helper_cycle = start.elapsed() / rounds;
+    let dotlockfile = which("dotlockfile", "liblockfile-bin");
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for flag in ["-l", "-u"] {
+            let out = spawn_as(&dotlockfile, &env.caller)
+                .arg(flag)
+                .arg(&lockname)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "dotlockfile {flag}: {:?} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let dotlockfile_cycle = start.elapsed() / rounds;
+
+    // Repeated lock/release in one session; peak RSS of that helper.
+    let (mut c, _) = Client::open(env, &env.caller);
+    let cycles = 5000u32;
+    let start = Instant::now();
+    for _ in 0..cycles {
+        expect_locked(c.call(&session_lock()));
+        assert_eq!(c.call(&Request::Unlock(target())), Reply::Unlocked);
+    }
+    let in_session = start.elapsed() / cycles;
+    expect_locked(c.call(&session_lock()));
+    let start = Instant::now();
+    for _ in 0..cycles {
+        assert_eq!(c.call(&Request::Touch(target())), Reply::Touched);
+    }
+    let touch = start.elapsed() / cycles;
+    assert_eq!(c.call(&Request::Unlock(target())), Reply::Unlocked);
+    let status = fs::read_to_string(format!("/proc/{}/status", c.pid())).unwrap();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: ?")
+        .to_owned();
+    bye(c);
+    let size = fs::metadata(HELPER_BIN).unwrap().len();
+    println!("helper spawn+lock+release+exit: {helper_cycle:?} a cycle");
+    println!("dotlockfile -l then -u:         {dotlockfile_cycle:?} a cycle");
+    println!(
+        "ratio helper/dotlockfile:       {:.2}",
+        helper_cycle.as_secs_f64() / dotlockfile_cycle.as_secs_f64()
+    );
+    println!("lock+release in one session:    {in_session:?} a cycle");
+    println!("touch in one session:           {touch:?} a request (pipe round trip, no audit)");
+    println!(
+        "helper peak RSS:                {}",
+        hwm.trim_start_matches("VmHWM:").trim()
+    );
+    println!("helper binary ({HELPER_BIN}): {size} bytes");
+}
+
+// ---------------------------------------------------------------------------
 
 type Scenario = (&'static str, fn(&Env));
 
@@ -1959,6 +2065,11 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let mut env = Env::setup();
+    if args.iter().any(|a| a == "--measure") {
+        measure(&env);
+        env.teardown();
+        return;
+    }
     let (mut passed, mut failed) = (0, Vec::new());
     let selected: Vec<&Scenario> = SCENARIOS
         .iter()
