@@ -81,8 +81,8 @@ pub struct Scenario {
     /// `None`: each acquisition waits as long as it takes (`Wait::Forever`).
     /// `Some(d)`: it gives up after `d` and calls `acquire` again, so no
     /// lock is made from a temporary file older than `d` (the workaround
-    /// for finding F1, tests/repro/born_stale.rs, until the library
-    /// refreshes its temporary file before linking).
+    /// for finding F1, tests/born_stale.rs, before the library refreshed
+    /// its temporary file before linking).
     pub wait_slice: Option<Duration>,
     /// Probability that a holder SIGKILLs itself while holding.
     pub self_kill: f64,
@@ -118,9 +118,9 @@ pub struct Report {
     pub naive_broke: usize,
     pub lost_while_held: usize,
     pub errors: usize,
-    /// Of `errors`, those that were ESTALE (finding F2: the library
-    /// reports a lock deleted by another client between lookup and open
-    /// or read as an I/O error instead of looking again).
+    /// Of `errors`, those that were ESTALE (finding F2, fixed: the library
+    /// reported a lock deleted by another client between lookup and open
+    /// as an I/O error instead of looking again).
     pub estale_errors: usize,
     pub error_samples: Vec<String>,
     pub leftover_temp_files: usize,

@@ -1,12 +1,11 @@
-//! Reproduction of finding F1 in spoollock-lockfile (not compiled here:
-//! it fails until the library is fixed; then move it to tests/tests/).
+//! Finding F1 (fixed in 1b34fb0), kept as a regression test.
 //!
-//! A lock taken after a long wait is "born stale": `acquire` creates its
-//! temporary file (and so fixes the future lock's mtime) once, before it
-//! starts waiting, and keeps retrying `link` with that same file. When
-//! the lock comes free after more than the stale age, the lock it makes
-//! carries the old mtime and every other process judges it stale by age
-//! at once, and breaks it while it is held. On a local disk the same
+//! A lock taken after a long wait was "born stale": `acquire` created its
+//! temporary file (and so fixed the future lock's mtime) once, before it
+//! started waiting, and kept retrying `link` with that same file. When
+//! the lock came free after more than the stale age, the lock it made
+//! carried the old mtime and every other process judged it stale by age
+//! at once, and broke it while it was held. On a local disk the same
 //! host's pid check does not save it (a live pid falls through to the
 //! age test). nfs-sim's torture run found it: every waiter that waited
 //! out a killed holder's stale age got a lock that the next waiter broke.
@@ -37,10 +36,11 @@ fn a_lock_taken_after_a_long_wait_is_not_born_stale() {
     let lock = waiter.join().unwrap();
     // Anybody looking at the brand-new lock right away:
     let state = check(&d, "box.lock".as_ref(), &opts).unwrap();
+    let released = lock.release();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         matches!(state, LockState::Held(_)),
         "a lock acquired a moment ago is judged {state:?}"
     );
-    lock.release().unwrap();
+    released.unwrap();
 }

@@ -1,12 +1,11 @@
-//! Reproduction of finding F2 in spoollock-lockfile (not compiled here:
-//! it fails until the library is fixed; then move it to tests/tests/).
+//! Finding F2 (fixed in 1b34fb0), kept as a regression test.
 //!
 //! On NFS, opening a file by name is a lookup and then an open of the
 //! inode found; when another client deletes the file in between (twice:
 //! the kernel retries once with revalidation), open(2) fails with ESTALE.
-//! `stale::open_lock` maps that errno to `Io { op: ReadLock, errno:
-//! ESTALE }`, so `check()` and `acquire()` fail ("cannot read lock file:
-//! Stale file handle") where they should treat the lock as vanished and
+//! `stale::open_lock` mapped that errno to `Io { op: ReadLock, errno:
+//! ESTALE }`, so `check()` and `acquire()` failed ("cannot read lock file:
+//! Stale file handle") where they must treat the lock as vanished and
 //! look again, as they do for ENOENT. Client A churns the lock; client B
 //! looks at it in a loop. Needs root and /dev/fuse.
 

@@ -5,7 +5,7 @@
 use std::io::Cursor;
 
 use proptest::prelude::*;
-use spoollock_lockfile::{LockContent, MAX_CONTENT};
+use spoollock_lockfile::{AppendMark, LockContent, MAX_CONTENT};
 use spoollock_protocol::codec::{decode, encode, PREFIX_LEN};
 use spoollock_protocol::{read_frame, Frame, Hello, Reply, Request, Welcome, MAX_FRAME};
 
@@ -21,7 +21,8 @@ fn clean(token: &str) -> bool {
 fn lockish() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..700),
-        "[0-9 :\n]{0,12}(host|boot|start|x)=[ -~\n]{0,40}".prop_map(String::into_bytes),
+        "[0-9 :\n]{0,12}(host|boot|start|append|x)=[ -~\n]{0,40}".prop_map(String::into_bytes),
+        "[0-9]{1,6}\n(append=[0-9:x]{0,50}\n){1,2}".prop_map(String::into_bytes),
         (
             any::<u32>(),
             "[A-Za-z0-9._-]{0,130}",
@@ -61,8 +62,10 @@ proptest! {
         host in proptest::option::of("[A-Za-z0-9._-]{1,128}"),
         boot in proptest::option::of("[a-f0-9-]{1,64}"),
         start in proptest::option::of(any::<u64>()),
+        append in proptest::option::of(any::<(u64, u64, u64, u64)>()),
     ) {
-        let content = LockContent { pid: Some(pid), host, boot, start, append: None };
+        let append = append.map(|(dev, ino, offset, length)| AppendMark { dev, ino, offset, length });
+        let content = LockContent { pid: Some(pid), host, boot, start, append };
         let rendered = content.render();
         let first_line = format!("{pid}\n");
         prop_assert!(rendered.starts_with(first_line.as_bytes()));
