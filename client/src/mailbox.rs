@@ -379,21 +379,27 @@ fn open_mailbox(path: &Path, opts: &MailboxOptions) -> Result<Option<File>> {
     }
     let file = match o.open(path) {
         Ok(f) => f,
+        // A dotlock alone needs no file: opening it is only for `append`,
+        // which says so if the file is not open.
+        Err(_) if !opts.fcntl && opts.create.is_none() => return Ok(None),
         Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
             return Err(Error::BadPath(format!(
                 "{} is a symlink; refusing",
                 path.display()
             )))
         }
-        // A dotlock alone needs no file; fcntl does.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !opts.fcntl => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Error::BadPath(format!(
                 "{}: no such mailbox",
                 path.display()
             )))
         }
-        Err(e) => return Err(Error::Io(e)),
+        Err(e) => {
+            return Err(Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot open mailbox {}: {e}", path.display()),
+            )))
+        }
     };
     if !file.metadata()?.is_file() {
         return Err(Error::BadPath(format!(

@@ -128,6 +128,7 @@ fn exit_code(e: &Error) -> u8 {
     match e {
         Error::Lock(LockError::Busy { .. } | LockError::Timeout { .. }) => exit::BUSY,
         Error::Lock(LockError::Permission { .. }) | Error::Helper(_) => exit::PERMISSION,
+        Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => exit::PERMISSION,
         Error::Lock(LockError::NotOurs) => exit::NOT_OURS,
         Error::BadPath(_) | Error::NoMailbox(_) => exit::USAGE,
         _ => exit::ERROR,
