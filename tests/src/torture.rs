@@ -515,7 +515,12 @@ pub fn run(scenario: &Scenario) -> Report {
             let log = log.clone();
             slot.completed += completed_in(&log);
             if status.signal() == Some(Signal::SIGKILL as i32) {
-                let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+                // A worker killed before it made its log still gets its record.
+                let mut f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap();
                 f.write_all(format!("R {t0}\n").as_bytes()).unwrap();
                 if slot.completed >= scenario.cycles {
                     slot.done = true;
