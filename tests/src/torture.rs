@@ -6,12 +6,13 @@
 //! system under test) with `O_APPEND` writes that survive its SIGKILL:
 //!
 //! ```text
-//! S <ns> <seq>   lock acquired (CLOCK_MONOTONIC)
+//! S <ns> <seq> <ino>  lock acquired (CLOCK_MONOTONIC), the lock's inode
 //! E <ns> <seq>   hold ends (logged before the release call)
 //! K <ns>         about to SIGKILL itself while holding
 //! R <ns>         (parent) reaped after a SIGKILL; an upper bound of death
-//! B <reason>     broke a stale lock (dead, reused, age, naive)
-//! N              release found the lock no longer ours
+//! B <reason> <ns> pid= host= mtime=   broke a stale lock (dead, reused,
+//!                age, naive) and what it said
+//! N <ns> <seq>   release found the lock no longer ours
 //! X <text>       an error, retried
 //! D              finished all its cycles
 //! ```
@@ -125,6 +126,8 @@ pub struct Report {
     pub error_samples: Vec<String>,
     pub leftover_temp_files: usize,
     pub leftover_samples: Vec<String>,
+    /// The first overlapping holds: (incarnation, seq, start, end) pairs.
+    pub overlaps: Vec<String>,
     pub lock_left: bool,
     pub seconds: f64,
 }
@@ -286,13 +289,26 @@ pub fn worker_main(spec: &str) {
         wait: Wait::Forever,
         stale_age,
         observer: Some(Arc::new(move |event: &Event| {
-            if let Event::BrokeStale(_, reason) = event {
+            if let Event::BrokeStale(holder, reason) = event {
                 let tag = match reason {
                     StaleReason::DeadProcess => "dead",
                     StaleReason::PidReused => "reused",
                     StaleReason::Age => "age",
                 };
-                log_line(&observer_log, &format!("B {tag}"));
+                let mtime = holder
+                    .mtime
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                log_line(
+                    &observer_log,
+                    &format!(
+                        "B {tag} {} pid={:?} host={:?} mtime={mtime:.3}",
+                        monotonic_ns(),
+                        holder.content.pid,
+                        holder.content.host
+                    ),
+                );
             }
         })),
         ..Options::default()
@@ -327,7 +343,11 @@ pub fn worker_main(spec: &str) {
                 Held::Naive(lock)
             }
         };
-        log_line(&log, &format!("S {} {seq}", monotonic_ns()));
+        let ino = match &held {
+            Held::Spool(lock) => lock.id().ino,
+            Held::Naive(_) => 0,
+        };
+        log_line(&log, &format!("S {} {seq} {ino}", monotonic_ns()));
         // Close-to-open: open after locking, write at the size seen.
         let data = OpenOptions::new()
             .read(true)
@@ -356,7 +376,7 @@ pub fn worker_main(spec: &str) {
         match held {
             Held::Spool(lock) => match lock.release() {
                 Ok(()) => {}
-                Err(LockError::NotOurs) => log_line(&log, "N"),
+                Err(LockError::NotOurs) => log_line(&log, &format!("N {} {seq}", monotonic_ns())),
                 Err(e) => log_line(&log, &format!("X release: {e}")),
             },
             Held::Naive(lock) => lock.release(),
@@ -400,10 +420,10 @@ fn parse_log(path: &Path, report: &mut Report) -> Parsed {
             }
             "K" => p.kill_at = num(),
             "R" => p.reaped_at = num(),
-            "B" => match line {
-                "B dead" => report.broke_dead += 1,
-                "B reused" => report.broke_reused += 1,
-                "B age" => report.broke_age += 1,
+            "B" => match it.next().unwrap_or("") {
+                "dead" => report.broke_dead += 1,
+                "reused" => report.broke_reused += 1,
+                "age" => report.broke_age += 1,
                 _ => report.naive_broke += 1,
             },
             "N" => report.lost_while_held += 1,
@@ -576,7 +596,7 @@ pub fn run(scenario: &Scenario) -> Report {
 }
 
 fn analyse(scenario: &Scenario, incarnations: &[(u64, PathBuf)], data: &Path, report: &mut Report) {
-    let mut intervals: Vec<(u64, u64)> = Vec::new();
+    let mut intervals: Vec<(u64, u64, u64, usize)> = Vec::new();
     let mut expected: HashMap<(u64, usize), (usize, usize)> = HashMap::new();
     for (inc, log) in incarnations {
         let p = parse_log(log, report);
@@ -593,7 +613,7 @@ fn analyse(scenario: &Scenario, incarnations: &[(u64, PathBuf)], data: &Path, re
                     .or(p.reaped_at)
                     .unwrap_or_else(|| panic!("{}: hold without end", log.display())),
             };
-            intervals.push((start, end));
+            intervals.push((start, end, *inc, seq));
         }
         for seq in 0..completed {
             expected.insert((*inc, seq), (1, 1));
@@ -608,12 +628,38 @@ fn analyse(scenario: &Scenario, incarnations: &[(u64, PathBuf)], data: &Path, re
     }
     report.holds = intervals.len();
     intervals.sort();
-    let mut max_end = 0;
-    for &(start, end) in &intervals {
-        if start < max_end {
+    let mut latest: (u64, u64, u64, usize) = (0, 0, 0, 0);
+    for &(start, end, inc, seq) in &intervals {
+        if start < latest.1 {
             report.violations += 1;
+            if report.overlaps.len() < 5 {
+                report.overlaps.push(format!(
+                    "{}/{} [{}, {}] overlaps {}/{} [{}, {}]",
+                    latest.2, latest.3, latest.0, latest.1, inc, seq, start, end
+                ));
+            }
         }
-        max_end = max_end.max(end);
+        if end > latest.1 {
+            latest = (start, end, inc, seq);
+        }
+    }
+    if report.violations > 0 || report.lost_while_held > 0 {
+        // Keep the evidence: the logs outlive the scratch directory.
+        let keep = std::env::temp_dir().join(format!(
+            "spoollock-torture-evidence-{}-{}",
+            scenario.name,
+            std::process::id()
+        ));
+        let _ = fs::create_dir_all(&keep);
+        for (_, log) in incarnations {
+            if let Some(file) = log.file_name() {
+                let _ = fs::copy(log, keep.join(file));
+            }
+        }
+        let _ = fs::copy(data, keep.join("data"));
+        report
+            .overlaps
+            .push(format!("logs kept in {}", keep.display()));
     }
 
     let text = fs::read(data).unwrap();

@@ -98,6 +98,9 @@ fn print(report: &Report) {
     for e in &report.error_samples {
         eprintln!("  error sample: {e}");
     }
+    for o in &report.overlaps {
+        eprintln!("  {o}");
+    }
     if !report.leftover_samples.is_empty() {
         eprintln!("  leftover files: {:?}", report.leftover_samples);
     }
