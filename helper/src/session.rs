@@ -396,6 +396,11 @@ impl Session {
             WaitSpec::TimeoutMs(ms) => Wait::timeout(Duration::from_millis(ms)),
             WaitSpec::Forever => Wait::Forever,
         };
+        let name = policy::lock_name(&self.caller().login);
+        let lock = acquire(&dir, name.as_ref(), &opts).map_err(refusal_of)?;
+        // Sweep after acquiring: a helper killed between `link` and
+        // unlinking its temporary file leaves it with two links until its
+        // stale lock is broken, which `acquire` has just done.
         if !self.swept.contains(&index) {
             self.swept.push(index);
             let uid = self.caller().uid.as_raw();
@@ -404,8 +409,6 @@ impl Session {
                 record(&self.audit, Class::Release, "cleanup", "removed", &fields);
             }
         }
-        let name = policy::lock_name(&self.caller().login);
-        let lock = acquire(&dir, name.as_ref(), &opts).map_err(refusal_of)?;
         let info = LockInfo {
             spool: self.spools[index].clone(),
             name,

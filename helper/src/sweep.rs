@@ -1,8 +1,10 @@
 //! Removing the caller's leftovers: a helper killed (SIGKILL, or SIGSTOP
 //! then SIGKILL) between creating its temporary file and unlinking it
 //! leaves `.lk<pid>.<random>.<host>` in the spool, which the caller cannot
-//! remove (the spool is not theirs to write). Before its first lock in a
-//! spool, the helper removes such files when they are provably dead:
+//! remove (the spool is not theirs to write). After its first lock in a
+//! spool (so that a dead helper's stale lock, which shares the temporary
+//! file's inode, has been broken), the helper removes such files when they
+//! are provably dead:
 //!
 //! - the name has the lockfile crate's temporary form and names this host;
 //! - the process it names no longer exists;
