@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
+use nix::fcntl::{renameat, AtFlags};
 use nix::sys::stat::{fstat, futimens};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
@@ -31,7 +32,7 @@ use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, 
 use crate::error::{LockError, Op, Result};
 use crate::host::{content_for, PidMode};
 use crate::stale::{break_stale, inspect, judge, open_lock, Broke, StaleReason};
-use crate::tempfile::TempFile;
+use crate::tempfile::{temp_name_for, TempFile};
 use crate::wait::{Backoff, Wait, Waiter};
 
 /// liblockfile's and Dovecot's default: a lock not refreshed for five
@@ -120,6 +121,8 @@ pub struct Dotlock {
     fd: Option<OwnedFd>,
     id: FileId,
     content: LockContent,
+    /// This process's pid when the lock was taken (for private names).
+    pid: u32,
     privilege: Option<Arc<dyn Privilege>>,
 }
 
@@ -161,6 +164,7 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
                 fd: Some(temp.into_fd()),
                 id: ours,
                 content,
+                pid: std::process::id(),
                 privilege: opts.privilege.clone(),
             });
         }
@@ -263,10 +267,11 @@ impl Dotlock {
         self.id
     }
 
-    /// True if the lock name still refers to the file we made.
+    /// True if the lock name still refers to the file we made. Looked up
+    /// through a fresh `open` (which revalidates NFS caches), not a `stat`
+    /// that a client cache may answer with our old lock.
     pub fn is_held(&self) -> Result<bool> {
-        let st = absent_ok(self.dir.stat(&self.name), Op::Stat)?;
-        Ok(st.as_ref().map(FileId::of) == Some(self.id))
+        Ok(current_id(&self.dir, &self.name)? == Some(self.id))
     }
 
     /// What our lock file says (pid, host, ...), read back from disk.
@@ -329,15 +334,48 @@ impl Dotlock {
         // Close first: on NFS, unlinking a file we still hold open would
         // leave a `.nfsXXXX` file behind in the spool.
         drop(fd);
-        if !self.is_held()? {
-            return Err(LockError::NotOurs);
-        }
-        let removed = with_raised(self.privilege.as_deref(), || {
-            unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        // Move the name aside (atomic: if it is not ours any more, somebody
+        // else's lock is moved, never removed) and look at what was moved
+        // under a name nobody has looked up before, so no cache answers.
+        let privilege = self.privilege.as_deref();
+        let aside = temp_name_for(self.pid, ".rel");
+        let moved = with_raised(privilege, || {
+            renameat(
+                &self.dir,
+                self.name.as_os_str(),
+                &self.dir,
+                aside.as_os_str(),
+            )
         });
-        match removed {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(errno) => Err(LockError::from_errno(Op::Unlink, errno)),
+        let found = absent_ok(self.dir.stat(&aside), Op::Stat)?;
+        match (found, moved) {
+            (Some(st), _) if FileId::of(&st) == self.id => {
+                let removed = with_raised(privilege, || {
+                    unlinkat(&self.dir, aside.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                });
+                match removed {
+                    Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                    Err(errno) => Err(LockError::from_errno(Op::Unlink, errno)),
+                }
+            }
+            (Some(_), _) => {
+                // Not ours: put it back under the lock name, same inode.
+                let _ = with_raised(privilege, || {
+                    linkat(
+                        &self.dir,
+                        aside.as_os_str(),
+                        &self.dir,
+                        self.name.as_os_str(),
+                        AtFlags::empty(),
+                    )
+                });
+                let _ = with_raised(privilege, || {
+                    unlinkat(&self.dir, aside.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                });
+                Err(LockError::NotOurs)
+            }
+            (None, Ok(()) | Err(Errno::ENOENT | Errno::ESTALE)) => Err(LockError::NotOurs),
+            (None, Err(errno)) => Err(LockError::from_errno(Op::Unlink, errno)),
         }
     }
 
@@ -373,6 +411,19 @@ pub fn remove_by_name(
     match break_stale(dir, name, &existing, opts.privilege.as_deref())? {
         Broke::Removed => Ok(()),
         Broke::Changed => Err(LockError::NotOurs),
+    }
+}
+
+/// Which file `name` refers to now, through a fresh open (revalidating
+/// NFS caches); a lock we may not read is looked at with `fstatat`.
+fn current_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
+    match open_lock(dir, name) {
+        Ok(Some((_, existing))) => Ok(Some(existing.version.id)),
+        Ok(None) => Ok(None),
+        Err(LockError::NotRegularFile) => Ok(absent_ok(dir.stat(name), Op::Stat)?
+            .as_ref()
+            .map(FileId::of)),
+        Err(e) => Err(e),
     }
 }
 

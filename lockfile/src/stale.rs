@@ -219,8 +219,10 @@ pub fn break_stale_interleaved(
     privilege: Option<&dyn Privilege>,
     between: &mut dyn FnMut(),
 ) -> Result<Broke> {
-    match absent_ok(dir.stat(name), Op::Stat)? {
-        Some(st) if FileVersion::of(&st) == judged.version => {}
+    // Re-check through a fresh open: on NFS a `stat` of the name may be
+    // answered from the client's caches, an open revalidates it.
+    match inspect(dir, name)? {
+        Some(now) if now.version == judged.version => {}
         _ => return Ok(Broke::Changed),
     }
     between();

@@ -40,13 +40,14 @@ pub(crate) fn random_u64() -> u64 {
 }
 
 pub(crate) fn temp_name(suffix: &str) -> OsString {
+    temp_name_for(std::process::id(), suffix)
+}
+
+/// [`temp_name`] for a pid the caller already has (saves a `getpid`).
+pub(crate) fn temp_name_for(pid: u32, suffix: &str) -> OsString {
     let host = &local_host().host;
     let host = &host[..host.len().min(HOST_PART)];
-    let mut name = format!(
-        ".lk{:x}.{:016x}.{host}{suffix}",
-        std::process::id(),
-        random_u64()
-    );
+    let mut name = format!(".lk{:x}.{:016x}.{host}{suffix}", pid, random_u64());
     name.truncate(MAX_TEMP_NAME);
     OsString::from_vec(name.into_bytes())
 }
@@ -83,7 +84,15 @@ impl<'a> TempFile<'a> {
             let name = temp_name("");
             match with_raised(privilege, || openat(dir, name.as_os_str(), flags, mode)) {
                 Ok(fd) => break (name, fd),
-                Err(Errno::EEXIST) if attempts < 8 => attempts += 1,
+                Err(Errno::EEXIST) if attempts < 8 => {
+                    // Nobody else picks a fresh 64-bit random name: this is
+                    // our own create, performed but answered EEXIST (a lost
+                    // NFS reply). Remove it before trying another name.
+                    let _ = with_raised(privilege, || {
+                        unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                    });
+                    attempts += 1;
+                }
                 Err(errno) => return Err(LockError::from_errno(Op::CreateTemp, errno)),
             }
         };

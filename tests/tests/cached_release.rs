@@ -1,5 +1,5 @@
-//! Reproduction of finding F5 in spoollock-lockfile (not compiled here:
-//! it fails until the library is fixed; then move it to tests/tests/).
+//! Regression test for finding F5 in spoollock-lockfile (fixed; it failed
+//! before the fix).
 //!
 //! `Dotlock::release` checks that the lock name still refers to its own
 //! inode with `fstatat`, then `unlink`s the name. On NFS that `stat` is

@@ -1,6 +1,5 @@
-//! Reproduction of finding F4 in spoollock-lockfile (not compiled here:
-//! it fails until the library is fixed; then move it to tests/tests/ and
-//! add "inotify" to the tests crate's nix features).
+//! Regression test for finding F4 in spoollock-lockfile (fixed; it failed
+//! before the fix).
 //!
 //! `break_stale` re-checks the lock it judged with `fstatat` before it
 //! renames the lock aside. On NFS that `stat` is answered from the
@@ -74,7 +73,10 @@ fn a_breaker_with_a_stale_cache_never_moves_a_live_lock() {
     // Watch the server's directory for the lock name leaving.
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
     inotify
-        .add_watch(&backing, AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE)
+        .add_watch(
+            &backing,
+            AddWatchFlags::IN_MOVED_FROM | AddWatchFlags::IN_DELETE,
+        )
         .unwrap();
 
     // B now breaks the lock it judged.
