@@ -31,6 +31,10 @@ pub struct LockDir {
 #[derive(Debug)]
 struct DirInner {
     fd: OwnedFd,
+    /// The directory is on a local file system, where `fstatat` tells the
+    /// truth; on NFS, FUSE or anything unknown it may be answered from a
+    /// client cache, and identity checks go through a fresh `open`.
+    local: bool,
     /// An inotify instance watching this directory, kept between waits:
     /// closing one waits for a kernel grace period (milliseconds), which
     /// must not sit between a hand-off and the new holder's return.
@@ -57,13 +61,21 @@ impl LockDir {
     /// Use a directory the caller opened and checked itself (the helper
     /// opens its spool with `O_NOFOLLOW` and verifies it before use).
     pub fn from_fd(fd: OwnedFd) -> LockDir {
+        let local = is_local_fs(&fd);
         LockDir {
             inner: Arc::new(DirInner {
                 fd,
+                local,
                 inotify: Mutex::new(None),
                 fs_clock: Mutex::new(None),
             }),
         }
+    }
+
+    /// True when `fstatat` of a name here is authoritative (a local file
+    /// system without client-side caches).
+    pub(crate) fn stat_is_fresh(&self) -> bool {
+        self.inner.local
     }
 
     /// The `/proc/self/fd` path of this directory, for APIs that take a path.
@@ -134,6 +146,28 @@ pub(crate) fn with_raised<T>(
     let result = f();
     p.lower();
     result
+}
+
+/// File systems whose metadata lives on this machine: no client cache can
+/// show a name pointing at an inode it no longer points at.
+fn is_local_fs(fd: &OwnedFd) -> bool {
+    use nix::sys::statfs::{
+        fstatfs, BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, EXT3_SUPER_MAGIC, EXT4_SUPER_MAGIC,
+        F2FS_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
+    };
+    let Ok(fs) = fstatfs(fd) else {
+        return false;
+    };
+    [
+        EXT2_SUPER_MAGIC,
+        EXT3_SUPER_MAGIC,
+        EXT4_SUPER_MAGIC,
+        XFS_SUPER_MAGIC,
+        BTRFS_SUPER_MAGIC,
+        TMPFS_MAGIC,
+        F2FS_SUPER_MAGIC,
+    ]
+    .contains(&fs.filesystem_type())
 }
 
 /// Which file a name pointed at: device and inode.

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
-use nix::fcntl::{renameat, AtFlags};
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::Mode;
 use nix::sys::stat::{fstat, futimens};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
@@ -32,7 +33,7 @@ use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, 
 use crate::error::{LockError, Op, Result};
 use crate::host::{content_for, PidMode};
 use crate::stale::{break_stale, inspect, judge, open_lock, Broke, StaleReason};
-use crate::tempfile::{temp_name_for, TempFile};
+use crate::tempfile::TempFile;
 use crate::wait::{Backoff, Wait, Waiter};
 
 /// liblockfile's and Dovecot's default: a lock not refreshed for five
@@ -121,8 +122,6 @@ pub struct Dotlock {
     fd: Option<OwnedFd>,
     id: FileId,
     content: LockContent,
-    /// This process's pid when the lock was taken (for private names).
-    pid: u32,
     privilege: Option<Arc<dyn Privilege>>,
 }
 
@@ -164,7 +163,6 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
                 fd: Some(temp.into_fd()),
                 id: ours,
                 content,
-                pid: std::process::id(),
                 privilege: opts.privilege.clone(),
             });
         }
@@ -334,48 +332,18 @@ impl Dotlock {
         // Close first: on NFS, unlinking a file we still hold open would
         // leave a `.nfsXXXX` file behind in the spool.
         drop(fd);
-        // Move the name aside (atomic: if it is not ours any more, somebody
-        // else's lock is moved, never removed) and look at what was moved
-        // under a name nobody has looked up before, so no cache answers.
-        let privilege = self.privilege.as_deref();
-        let aside = temp_name_for(self.pid, ".rel");
-        let moved = with_raised(privilege, || {
-            renameat(
-                &self.dir,
-                self.name.as_os_str(),
-                &self.dir,
-                aside.as_os_str(),
-            )
+        // Is the name still ours? Asked through a fresh open: on NFS a
+        // `stat` may be answered from the client's caches with our old
+        // lock after it was broken and re-taken by somebody else.
+        if current_id(&self.dir, &self.name)? != Some(self.id) {
+            return Err(LockError::NotOurs);
+        }
+        let removed = with_raised(self.privilege.as_deref(), || {
+            unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
         });
-        let found = absent_ok(self.dir.stat(&aside), Op::Stat)?;
-        match (found, moved) {
-            (Some(st), _) if FileId::of(&st) == self.id => {
-                let removed = with_raised(privilege, || {
-                    unlinkat(&self.dir, aside.as_os_str(), UnlinkatFlags::NoRemoveDir)
-                });
-                match removed {
-                    Ok(()) | Err(Errno::ENOENT) => Ok(()),
-                    Err(errno) => Err(LockError::from_errno(Op::Unlink, errno)),
-                }
-            }
-            (Some(_), _) => {
-                // Not ours: put it back under the lock name, same inode.
-                let _ = with_raised(privilege, || {
-                    linkat(
-                        &self.dir,
-                        aside.as_os_str(),
-                        &self.dir,
-                        self.name.as_os_str(),
-                        AtFlags::empty(),
-                    )
-                });
-                let _ = with_raised(privilege, || {
-                    unlinkat(&self.dir, aside.as_os_str(), UnlinkatFlags::NoRemoveDir)
-                });
-                Err(LockError::NotOurs)
-            }
-            (None, Ok(()) | Err(Errno::ENOENT | Errno::ESTALE)) => Err(LockError::NotOurs),
-            (None, Err(errno)) => Err(LockError::from_errno(Op::Unlink, errno)),
+        match removed {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(errno) => Err(LockError::from_errno(Op::Unlink, errno)),
         }
     }
 
@@ -414,17 +382,37 @@ pub fn remove_by_name(
     }
 }
 
-/// Which file `name` refers to now, through a fresh open (revalidating
-/// NFS caches); a lock we may not read is looked at with `fstatat`.
+/// Which file `name` refers to now. On a local file system `fstatat`
+/// says; elsewhere (NFS, FUSE) through a fresh open, which revalidates the
+/// client's caches where `fstatat` may not; a lock we may not read, or
+/// something that is not a regular file, is then looked at with `fstatat`.
 fn current_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
-    match open_lock(dir, name) {
-        Ok(Some((_, existing))) => Ok(Some(existing.version.id)),
-        Ok(None) => Ok(None),
-        Err(LockError::NotRegularFile) => Ok(absent_ok(dir.stat(name), Op::Stat)?
-            .as_ref()
-            .map(FileId::of)),
-        Err(e) => Err(e),
+    if dir.stat_is_fresh() {
+        return stat_id(dir, name);
     }
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOCTTY;
+    match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => {
+            let st = fstat(&fd).map_err(|errno| LockError::Io {
+                op: Op::Stat,
+                errno,
+            })?;
+            Ok(Some(FileId::of(&st)))
+        }
+        Err(Errno::ENOENT | Errno::ESTALE) => Ok(None),
+        Err(Errno::ELOOP | Errno::EACCES) => stat_id(dir, name),
+        Err(errno) => Err(LockError::from_errno(Op::Stat, errno)),
+    }
+}
+
+fn stat_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
+    Ok(absent_ok(dir.stat(name), Op::Stat)?
+        .as_ref()
+        .map(FileId::of))
 }
 
 /// Replace the whole content of the lock file open at `fd`.

@@ -40,14 +40,13 @@ pub(crate) fn random_u64() -> u64 {
 }
 
 pub(crate) fn temp_name(suffix: &str) -> OsString {
-    temp_name_for(std::process::id(), suffix)
-}
-
-/// [`temp_name`] for a pid the caller already has (saves a `getpid`).
-pub(crate) fn temp_name_for(pid: u32, suffix: &str) -> OsString {
     let host = &local_host().host;
     let host = &host[..host.len().min(HOST_PART)];
-    let mut name = format!(".lk{:x}.{:016x}.{host}{suffix}", pid, random_u64());
+    let mut name = format!(
+        ".lk{:x}.{:016x}.{host}{suffix}",
+        std::process::id(),
+        random_u64()
+    );
     name.truncate(MAX_TEMP_NAME);
     OsString::from_vec(name.into_bytes())
 }
