@@ -4,7 +4,9 @@
 //! # Breaking, and the window that remains
 //!
 //! A breaker first re-reads the lock's identity (device, inode, mtime, size)
-//! and compares it with the version it judged. It then *renames* the lock to
+//! through a fresh `open` (on NFS a `stat` of the name may be answered from
+//! the client's caches for seconds; an open revalidates them) and compares
+//! it with the version it judged. It then *renames* the lock to
 //! a private name: `rename` is atomic, so of several breakers exactly one
 //! moves a given file, and the others find either nothing or a different
 //! file. The winner reads the moved file back and compares it (identity and
@@ -18,7 +20,8 @@
 //! back then fails with `EEXIST` and two processes believe they hold the
 //! lock. This needs a release, a new acquisition and a third locker, all
 //! inside the few microseconds between the breaker's re-check and its link
-//! back, and only for a lock that was old enough to be judged stale.
+//! back (on NFS: a few round trips), and only for a lock that was old enough
+//! to be judged stale.
 //! Tools that break locks by plain `unlink` (liblockfile, procmail) are not
 //! serialized by this and keep their own, wider window.
 
