@@ -142,10 +142,17 @@ pub(crate) fn with_raised<T>(
     let Some(p) = privilege else {
         return f();
     };
+    // Lowered on every way out: a raise that failed half-way, an error,
+    // or an unwinding panic.
+    struct Lower<'a>(&'a dyn Privilege);
+    impl Drop for Lower<'_> {
+        fn drop(&mut self) {
+            self.0.lower();
+        }
+    }
+    let _lower = Lower(p);
     p.raise()?;
-    let result = f();
-    p.lower();
-    result
+    f()
 }
 
 /// File systems whose metadata lives on this machine: no client cache can

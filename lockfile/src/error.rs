@@ -79,8 +79,10 @@ pub enum LockError {
     /// The lock content could not be written completely
     /// (`RLIMIT_FSIZE`, `ENOSPC`, `EDQUOT`, short write).
     TempWrite { errno: Errno },
-    /// Something other than a regular file (a symlink, a directory, a fifo)
-    /// sits at the lock name; spoollock never follows or replaces it.
+    /// Something other than a lock sits at the lock name: a symlink, a
+    /// directory, a fifo, or a regular file larger than any lock content
+    /// (such as the mailbox of a user whose login ends in `.lock`);
+    /// spoollock never follows, replaces or removes it.
     NotRegularFile,
     /// The lock we hold was removed or replaced by someone else
     /// (broken as stale, or removed by hand); nothing was changed.
@@ -152,7 +154,7 @@ impl fmt::Display for LockError {
                 write!(f, "cannot write lock content: {}", errno.desc())
             }
             LockError::NotRegularFile => {
-                f.write_str("lock name is not a regular file (symlink or other); refusing")
+                f.write_str("lock name is not a regular file or not a lock (symlink, directory, or too large); refusing")
             }
             LockError::NotOurs => f.write_str("lock is no longer ours (removed or replaced)"),
             LockError::StaleNotRemoved { errno } => {

@@ -93,8 +93,10 @@ pub enum ProcState {
     Alive { start: Option<u64> },
 }
 
-/// Look a process up by pid: `/proc/PID/stat` for its start time, falling
-/// back to `kill(pid, 0)` when `/proc` is not mounted.
+/// Look a process up by pid: `/proc/PID/stat` for its start time. A pid
+/// missing from `/proc` is confirmed with `kill(pid, 0)`: with `/proc`
+/// mounted `hidepid=invisible`, other users' processes (and a setgid
+/// helper's) are hidden, not gone, and only `ESRCH` proves a death.
 pub fn process_state(pid: u32) -> ProcState {
     let Ok(raw) = i32::try_from(pid) else {
         return ProcState::Gone;
@@ -103,16 +105,11 @@ pub fn process_state(pid: u32) -> ProcState {
         Ok(stat) => ProcState::Alive {
             start: parse_start_time(&stat),
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && proc_mounted() => ProcState::Gone,
         Err(_) => match kill(Pid::from_raw(raw), None) {
             Err(Errno::ESRCH) => ProcState::Gone,
             _ => ProcState::Alive { start: None },
         },
     }
-}
-
-fn proc_mounted() -> bool {
-    std::path::Path::new("/proc/self/stat").exists()
 }
 
 /// Field 22 (`starttime`) of `/proc/PID/stat`. The command name (field 2)

@@ -228,12 +228,25 @@ pub fn break_stale_interleaved(
         Some(now) if now.version == judged.version => {}
         _ => return Ok(Broke::Changed),
     }
+    // Something larger than any lock content (say a mailbox of a user
+    // whose login is `<name>`) is not a lock, however old: never remove it.
+    if judged.version.size > MAX_CONTENT as i64 {
+        return Err(LockError::NotRegularFile);
+    }
     between();
     let aside = temp_name(".stale");
     let moved = with_raised(privilege, || renameat(dir, name, dir, aside.as_os_str()));
     // Decide by what is at the private name, not by rename's return value
     // (a retransmitted rename after a lost reply reports ENOENT).
-    let Some(found) = inspect(dir, &aside).unwrap_or(None) else {
+    let found = match inspect(dir, &aside) {
+        Ok(found) => found,
+        Err(e) => {
+            // We cannot tell what we moved: put it back, as it was.
+            put_back(dir, &aside, name, privilege);
+            return Err(e);
+        }
+    };
+    let Some(found) = found else {
         return match moved {
             Ok(()) | Err(Errno::ENOENT) => Ok(Broke::Changed),
             Err(errno) => Err(LockError::StaleNotRemoved { errno }),
@@ -253,17 +266,21 @@ pub fn break_stale_interleaved(
     }
     // We moved a lock that was not the one judged stale: put it back,
     // same inode, so its holder still recognises it.
-    let _ = with_raised(privilege, || {
-        linkat(
-            dir,
-            aside.as_os_str(),
-            dir,
-            name,
-            nix::fcntl::AtFlags::empty(),
-        )
-    });
-    let _ = with_raised(privilege, || {
-        unlinkat(dir, aside.as_os_str(), UnlinkatFlags::NoRemoveDir)
-    });
+    put_back(dir, &aside, name, privilege);
     Ok(Broke::Changed)
+}
+
+/// Link `aside` back to `name` and drop the private name, but only once
+/// the link worked: if it did not (someone took the free name in the
+/// window), the moved file stays under its private name rather than
+/// being destroyed.
+fn put_back(dir: &LockDir, aside: &OsStr, name: &OsStr, privilege: Option<&dyn Privilege>) {
+    let linked = with_raised(privilege, || {
+        linkat(dir, aside, dir, name, nix::fcntl::AtFlags::empty())
+    });
+    if linked.is_ok() {
+        let _ = with_raised(privilege, || {
+            unlinkat(dir, aside, UnlinkatFlags::NoRemoveDir)
+        });
+    }
 }

@@ -277,3 +277,19 @@ fn a_lock_taken_after_waiting_longer_than_the_stale_age_is_born_fresh() {
     );
     lock.release().unwrap();
 }
+
+#[test]
+fn an_old_file_too_large_to_be_a_lock_is_never_removed() {
+    // Say the mailbox of a user whose login ends in ".lock": old, and not
+    // a lock at all.
+    let scratch = Scratch::new("notalock");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    let big = vec![b'x'; 4096];
+    plant(&scratch, &big, 100_000);
+    assert_eq!(
+        acquire(&dir, name(), &no_wait()).unwrap_err(),
+        LockError::NotRegularFile
+    );
+    assert_eq!(std::fs::read(scratch.path().join(LOCK)).unwrap(), big);
+    assert_eq!(listing(scratch.path()), vec![LOCK.to_string()]);
+}
