@@ -20,6 +20,10 @@
 //! Then the session runs; the group is raised only around the spool's
 //! directory-changing calls (see [`privilege`]).
 
+// `main` is the C entry point below, without std's runtime start-up (unit
+// tests keep the test harness's `main`).
+#![cfg_attr(not(test), no_main)]
+
 mod audit;
 mod config;
 mod policy;
@@ -201,8 +205,23 @@ fn say(message: &str) {
     let _ = writeln!(err, "spoollock-helper: {message}");
 }
 
-fn main() {
-    std::process::exit(run());
+/// The C `main`: std's runtime start-up (`lang_start`) is skipped. It would
+/// read `/proc/self/maps` for the main thread's stack guard and install
+/// `SIGSEGV`/`SIGBUS` handlers on an alternate stack, all of which the
+/// helper resets at once anyway (signals to their defaults; the kernel's
+/// guard gap still stops a stack overflow), and it would reopen closed
+/// standard descriptors before [`system::fill_standard_fds`] could see that
+/// they were closed. `argv` still reaches [`std::env::args_os`] (glibc hands
+/// it to std's initializer), and a panic still unwinds and runs destructors
+/// (a held lock is released) before the process exits with
+/// [`exit::INTERNAL`].
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    let code = std::panic::catch_unwind(run).unwrap_or(exit::INTERNAL);
+    std::process::exit(code);
 }
 
 fn run() -> i32 {

@@ -3,6 +3,7 @@
 //! session; the helper refreshes it while it is held.
 
 use std::fs::File;
+use std::io::{BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -14,11 +15,12 @@ use spoollock_lockfile::{
     acquire, check, process_state, remove_by_name, touch_by_name, Dotlock, Event, Holder, LockDir,
     LockError, LockState, Observer, Op, Options, PidMode, ProcState, StaleReason, Wait,
 };
+use spoollock_protocol::codec::{encode, Frame, PREFIX_LEN};
 use spoollock_protocol::limits::{DEFAULT_STALE_AGE_SECS, MAX_STALE_AGE_SECS, MIN_STALE_AGE_SECS};
 use spoollock_protocol::{
-    exit, read_frame, write_frame, CodecError, FrameProblem, FsOp, Hello, HolderInfo, LockInfo,
-    LockMode, LockRequest, LockStatus, Refusal, Reply, Request, SessionInfo, StaleKind, Target,
-    WaitSpec, Welcome, PROTOCOL_VERSION,
+    exit, read_frame, CodecError, FrameProblem, FsOp, Hello, HolderInfo, LockInfo, LockMode,
+    LockRequest, LockStatus, Refusal, Reply, Request, SessionInfo, StaleKind, Target, WaitSpec,
+    Welcome, MAX_FRAME, PROTOCOL_VERSION,
 };
 
 use crate::audit::{Audit, Class};
@@ -62,8 +64,11 @@ enum Step {
 pub struct Session {
     audit: SharedAudit,
     privilege: Arc<GroupPrivilege>,
-    input: File,
-    output: File,
+    /// The client's requests. Buffered: requests the client sent together
+    /// are read with one `read` (the buffer's size is fixed; the codec
+    /// still checks each frame's length before allocating or decoding).
+    input: BufReader<File>,
+    output: Outbox,
     /// Readable when the client sends something or goes away: ends waits.
     interrupt: Arc<OwnedFd>,
     caller: Option<Caller>,
@@ -94,8 +99,12 @@ impl Session {
         Ok(Session {
             audit,
             privilege,
-            input: File::from(input),
-            output: File::from(output),
+            input: BufReader::with_capacity(PREFIX_LEN + MAX_FRAME, File::from(input)),
+            output: Outbox {
+                pipe: File::from(output),
+                pending: Vec::new(),
+                broken: false,
+            },
             interrupt,
             caller: None,
             spools: Vec::new(),
@@ -108,17 +117,30 @@ impl Session {
 
     /// Run the session to its end; the helper's exit status.
     pub fn run(mut self, login: Result<String, Refusal>) -> i32 {
+        let code = self.serve(login);
+        // Whatever way the session ended, the replies owed go out.
+        let _ = self.output.flush();
+        code
+    }
+
+    fn serve(&mut self, login: Result<String, Refusal>) -> i32 {
         if let Err(code) = self.handshake() {
             return code;
         }
         if let Err(refusal) = self.start(login) {
             self.audit_refusal("start", &refusal, &Vec::new());
-            let _ = write_frame(&mut self.output, &Reply::Error(refusal));
+            let _ = self.output.queue(&Reply::Error(refusal));
             return exit::REFUSED;
         }
         loop {
-            if !self.wait_for_request() {
-                continue;
+            if !self.frame_buffered() {
+                // About to wait for the client: send the replies owed first.
+                if self.output.flush().is_err() {
+                    return self.end("client-gone", exit::OK);
+                }
+                if self.input.buffer().is_empty() && !self.wait_for_request() {
+                    continue;
+                }
             }
             let request = match read_frame::<_, Request>(&mut self.input) {
                 Ok(request) => request,
@@ -142,7 +164,7 @@ impl Session {
                     &Refusal::BadFrame(problem),
                     &vec![("detail", e.to_string())],
                 );
-                let _ = write_frame(&mut self.output, &Welcome::answer(&bogus_hello()));
+                let _ = self.output.queue(&Welcome::answer(&bogus_hello()));
                 return Err(exit::REFUSED);
             }
         };
@@ -157,10 +179,10 @@ impl Session {
                 Refusal::BadFrame(FrameProblem::BadHello)
             };
             self.audit_refusal("hello", &refusal, &Vec::new());
-            let _ = write_frame(&mut self.output, &welcome);
+            let _ = self.output.queue(&welcome);
             return Err(exit::REFUSED);
         }
-        write_frame(&mut self.output, &welcome).map_err(|_| exit::REFUSED)
+        self.output.queue(&welcome).map_err(|_| exit::REFUSED)
     }
 
     fn start(&mut self, login: Result<String, Refusal>) -> Result<(), Refusal> {
@@ -180,27 +202,41 @@ impl Session {
             helper_pid: std::process::id(),
             spools: self.spools.clone(),
         };
-        write_frame(&mut self.output, &Reply::Ready(info)).map_err(|_| Refusal::Io {
-            op: FsOp::Wait,
-            errno: Errno::EPIPE as i32,
-        })
+        self.output
+            .queue(&Reply::Ready(info))
+            .map_err(|_| Refusal::Io {
+                op: FsOp::Wait,
+                errno: Errno::EPIPE as i32,
+            })
     }
 
     fn caller(&self) -> &Caller {
         self.caller.as_ref().expect("caller is set before requests")
     }
 
+    /// Whether a whole frame (or one the codec refuses from its prefix
+    /// alone) is already buffered, so reading it cannot block.
+    fn frame_buffered(&self) -> bool {
+        let buf = self.input.buffer();
+        let Some(prefix) = buf.first_chunk::<PREFIX_LEN>() else {
+            return false;
+        };
+        let len = u32::from_be_bytes(*prefix) as usize;
+        len == 0 || len > MAX_FRAME || buf.len() - PREFIX_LEN >= len
+    }
+
     /// Wait until the client sends something; while a session lock is
     /// held, wake up to refresh it. True when input is ready.
     fn wait_for_request(&mut self) -> bool {
         let timeout = match &self.held {
-            None => PollTimeout::NONE,
+            // Nothing to refresh: the read itself waits.
+            None => return true,
             Some(held) => {
                 let every = (held.stale_age / 5).clamp(Duration::from_secs(1), MAX_REFRESH);
                 PollTimeout::try_from(every.as_millis()).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(self.input.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(self.input.get_ref().as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, timeout) {
             Ok(0) => {
                 self.refresh();
@@ -237,7 +273,7 @@ impl Session {
         let problem = e.problem().unwrap_or(FrameProblem::Truncated);
         let refusal = Refusal::BadFrame(problem);
         self.audit_refusal("request", &refusal, &vec![("detail", e.to_string())]);
-        let _ = write_frame(&mut self.output, &Reply::Error(refusal));
+        let _ = self.output.queue(&Reply::Error(refusal));
         self.end("bad-frame", exit::REFUSED)
     }
 
@@ -287,7 +323,7 @@ impl Session {
             Request::Check(t) => self.check(&t, &mut fields),
             Request::Bye => {
                 let code = self.end("bye", exit::OK);
-                let _ = write_frame(&mut self.output, &Reply::Bye);
+                let _ = self.output.queue(&Reply::Bye);
                 return Step::End(code);
             }
         };
@@ -308,7 +344,7 @@ impl Session {
                 Reply::Error(refusal)
             }
         };
-        match write_frame(&mut self.output, &reply) {
+        match self.output.queue(&reply) {
             Ok(()) => Step::Continue,
             Err(_) => Step::End(self.end("client-gone", exit::OK)),
         }
@@ -396,6 +432,22 @@ impl Session {
             WaitSpec::TimeoutMs(ms) => Wait::timeout(Duration::from_millis(ms)),
             WaitSpec::Forever => Wait::Forever,
         };
+        if !matches!(req.wait, WaitSpec::NoWait) {
+            // The wait may be long: the replies owed go out first (a
+            // failure shows again at the next flush).
+            let _ = self.output.flush();
+            if !self.input.buffer().is_empty() {
+                // The client has already sent more, read ahead into our
+                // buffer where the pipe no longer shows it: that ends the
+                // wait at once, as it would have on the pipe.
+                opts.interrupt = Some(Arc::new(already_readable().map_err(|errno| {
+                    Refusal::Io {
+                        op: FsOp::Wait,
+                        errno: errno as i32,
+                    }
+                })?));
+            }
+        }
         let name = policy::lock_name(&self.caller().login);
         let lock = acquire(&dir, name.as_ref(), &opts).map_err(refusal_of)?;
         // Sweep after acquiring: a helper killed between `link` and
@@ -498,6 +550,41 @@ impl Session {
     }
 }
 
+/// The replies owed to the client. They are written when the helper is
+/// about to wait (for the client's next request, or for a busy lock) and
+/// when the session ends, so the replies to requests the client sent
+/// together leave in one `write`. Each reply is queued only after its
+/// audit record was sent. What is pending is bounded: the replies to the
+/// requests of one input buffer.
+#[derive(Debug)]
+struct Outbox {
+    pipe: File,
+    pending: Vec<u8>,
+    /// A write failed: the client is gone, every later flush fails too.
+    broken: bool,
+}
+
+impl Outbox {
+    fn queue<T: Frame>(&mut self, msg: &T) -> Result<(), CodecError> {
+        let frame = encode(msg)?;
+        self.pending.extend_from_slice(&frame);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.broken {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = self.pipe.write_all(&self.pending);
+        self.pending.clear();
+        self.broken = written.is_err();
+        written
+    }
+}
+
 /// A hello that is never accepted, to answer a client whose hello did not
 /// decode.
 fn bogus_hello() -> Hello {
@@ -505,6 +592,13 @@ fn bogus_hello() -> Hello {
         magic: [0; 8],
         version: 0,
     }
+}
+
+/// A descriptor that always polls readable: a pipe holding one byte.
+fn already_readable() -> Result<OwnedFd, Errno> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    nix::unistd::write(&write, b"x")?;
+    Ok(read)
 }
 
 fn io_errno(e: std::io::Error) -> Errno {

@@ -2,7 +2,7 @@
 //! start-up and around privileged operations. This is the only module with
 //! `unsafe` code; every such block says why it is sound.
 
-use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
@@ -19,6 +19,14 @@ use nix::unistd::{getresgid, setresgid, Gid, ResGid};
 ///
 /// Returns which of them were closed.
 pub fn fill_standard_fds() -> Result<[bool; 3], Errno> {
+    let is_open = |fd: BorrowedFd<'_>| fcntl(fd, FcntlArg::F_GETFD).is_ok();
+    if is_open(std::io::stdin().as_fd())
+        && is_open(std::io::stdout().as_fd())
+        && is_open(std::io::stderr().as_fd())
+    {
+        // The usual case, told without a path lookup.
+        return Ok([false; 3]);
+    }
     let mut closed = [false; 3];
     loop {
         let fd = open(
@@ -134,12 +142,9 @@ pub fn no_new_privs() -> Result<bool, Errno> {
 /// normally has none; a root caller's are dropped.
 pub fn drop_capabilities() -> Result<(), String> {
     use caps::CapSet;
-    for set in [
-        CapSet::Ambient,
-        CapSet::Inheritable,
-        CapSet::Effective,
-        CapSet::Permitted,
-    ] {
+    // Clearing the permitted set clears the effective set with it (one
+    // `capset`); the three are read back below.
+    for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Permitted] {
         caps::clear(None, set).map_err(|e| format!("cannot clear {set:?} capabilities: {e}"))?;
     }
     for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
