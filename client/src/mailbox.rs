@@ -105,7 +105,7 @@ pub struct MailboxLock {
     lock_path: PathBuf,
     /// Append marks of stale locks broken while acquiring: a holder that
     /// died mid-append may have left a partial message.
-    broken_marks: Arc<Mutex<Vec<AppendMark>>>,
+    broken_marks: Arc<Mutex<Vec<(AppendMark, u32)>>>,
 }
 
 impl MailboxLock {
@@ -139,7 +139,7 @@ impl MailboxLock {
             .flatten();
         let opts = &lock.observing(opts);
         lock.acquire_all(&target, &order, opts)?;
-        let marks: Vec<AppendMark> = peeked
+        let marks: Vec<(AppendMark, u32)> = peeked
             .into_iter()
             .chain(
                 lock.broken_marks
@@ -148,8 +148,8 @@ impl MailboxLock {
                     .unwrap_or_default(),
             )
             .collect();
-        for mark in marks {
-            lock.recover_partial_append(mark)?;
+        for (mark, lock_owner) in marks {
+            lock.recover_partial_append(mark, lock_owner)?;
         }
         lock.size = match &lock.file {
             // Through the locked descriptor: on NFS the fcntl lock has
@@ -167,8 +167,10 @@ impl MailboxLock {
         let user = opts.lock.observer.clone();
         let observer: Observer = Arc::new(move |event: &Event| {
             if let Event::BrokeStale(holder, _) = event {
-                if let (Some(mark), Ok(mut marks)) = (holder.content.append, marks.lock()) {
-                    marks.push(mark);
+                if let (Some(mark), Some(owner), Ok(mut marks)) =
+                    (holder.content.append, holder.owner, marks.lock())
+                {
+                    marks.push((mark, owner));
                 }
             }
             if let Some(user) = &user {
@@ -186,11 +188,18 @@ impl MailboxLock {
     /// shorter than the complete entry, and nothing after the entry's own
     /// separator line starts a new message (a writer that came after the
     /// kill, such as an fcntl-only MDA, would have started one).
-    fn recover_partial_append(&mut self, mark: AppendMark) -> Result<()> {
+    ///
+    /// A mark is trusted only from a lock owned by the mailbox's owner or
+    /// by root: in a shared directory anyone may plant a lock file, and its
+    /// mark must not get somebody else's mailbox truncated.
+    fn recover_partial_append(&mut self, mark: AppendMark, lock_owner: u32) -> Result<()> {
         let Some(file) = &self.file else {
             return Ok(());
         };
         let meta = file.metadata()?;
+        if lock_owner != meta.uid() && lock_owner != 0 {
+            return Ok(());
+        }
         let size = meta.len();
         let partial = (meta.dev(), meta.ino()) == (mark.dev, mark.ino)
             && mark.offset < size
@@ -485,7 +494,7 @@ fn jitter(step: Duration) -> Duration {
 /// The append mark of the lock protecting `target`, if that lock is stale
 /// (its holder is gone or it was not refreshed): a live holder's mark
 /// means nothing.
-fn peek_stale_mark(target: &LockTarget, opts: &LockOptions) -> Option<AppendMark> {
+fn peek_stale_mark(target: &LockTarget, opts: &LockOptions) -> Option<(AppendMark, u32)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
@@ -494,7 +503,8 @@ fn peek_stale_mark(target: &LockTarget, opts: &LockOptions) -> Option<AppendMark
     let mut raw = vec![0u8; spoollock_lockfile::MAX_CONTENT];
     let n = file.read_at(&mut raw, 0).ok()?;
     let mark = spoollock_lockfile::LockContent::parse(&raw[..n]).append?;
-    matches!(lock_state(target, opts), Ok(LockState::Stale(..))).then_some(mark)
+    let owner = file.metadata().ok()?.uid();
+    matches!(lock_state(target, opts), Ok(LockState::Stale(..))).then_some((mark, owner))
 }
 
 /// True if the bytes from `offset` to `size` hold a line-start `From `

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
-use nix::unistd::{access, getegid, geteuid, getgid, getuid, AccessFlags};
+use nix::unistd::{access, getuid, AccessFlags};
 use spoollock_lockfile::{
     AppendMark, LockContent, LockError, StaleReason, Wait, DEFAULT_STALE_AGE,
 };
@@ -42,8 +42,16 @@ struct Helper {
     gid: u32,
 }
 
+/// Running with ids the caller did not have: any of the real, effective
+/// and saved user or group ids differ (a setuid program that temporarily
+/// switched back still has its saved id).
 fn elevated() -> bool {
-    getuid() != geteuid() || getgid() != getegid()
+    match (nix::unistd::getresuid(), nix::unistd::getresgid()) {
+        (Ok(u), Ok(g)) => {
+            u.real != u.effective || u.real != u.saved || g.real != g.effective || g.real != g.saved
+        }
+        _ => true,
+    }
 }
 
 /// Where the helper is: the build-time path, or `$SPOOLLOCK_HELPER` when
@@ -367,6 +375,7 @@ fn holder(h: HolderInfo) -> Holder {
             append: None,
         },
         mtime,
+        owner: None,
     }
 }
 

@@ -301,3 +301,51 @@ fn locks_are_readable_by_other_tools_whatever_the_umask() {
         .mode();
     assert_eq!(mode & 0o777, 0o644);
 }
+
+#[test]
+fn a_planted_append_mark_never_truncates_someone_elses_mailbox() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: needs root to give the planted lock another owner");
+        return;
+    }
+    // In a shared directory, `nobody` plants an old lock on our mailbox
+    // whose append mark claims the whole mailbox is a partial message.
+    let s = Scratch::new("planted");
+    let mbox = s.join("mbox");
+    std::fs::write(&mbox, "From a@b Thu Jan  1 00:00:00 1970\n\nkeep me\n\n").unwrap();
+    let meta = std::fs::metadata(&mbox).unwrap();
+    let lock = s.join("mbox.lock");
+    let content = format!("1\nappend={}:{}:0:999999\n", meta.dev(), meta.ino());
+    std::fs::write(&lock, content).unwrap();
+    std::os::unix::fs::chown(&lock, Some(65534), Some(65534)).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&lock)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spoollock"))
+        .args(["deliver", "--no-wait", "-v", "--from", "c@d", p(&mbox)])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"new\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("removed stale lock"),
+        "{}",
+        stderr(&out)
+    );
+    let text = std::fs::read_to_string(&mbox).unwrap();
+    assert!(
+        text.starts_with("From a@b Thu Jan  1 00:00:00 1970\n\nkeep me\n\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\nnew\n\n"), "{text}");
+}

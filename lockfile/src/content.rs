@@ -130,6 +130,8 @@ pub struct Holder {
     pub content: LockContent,
     /// The lock's modification time, as the file system recorded it.
     pub mtime: SystemTime,
+    /// The lock file's owner, when known.
+    pub owner: Option<u32>,
 }
 
 impl fmt::Display for Holder {

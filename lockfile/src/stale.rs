@@ -80,6 +80,7 @@ impl Existing {
         Holder {
             content: self.content.clone(),
             mtime: self.version.mtime,
+            owner: Some(self.version.uid),
         }
     }
 }
