@@ -449,17 +449,19 @@ impl Session {
             }
         }
         let name = policy::lock_name(&self.caller().login);
-        let lock = acquire(&dir, name.as_ref(), &opts).map_err(refusal_of)?;
-        // Sweep after acquiring: a helper killed between `link` and
-        // unlinking its temporary file leaves it with two links until its
-        // stale lock is broken, which `acquire` has just done.
-        if !self.swept.contains(&index) {
+        // Sweep the caller's dead temporaries before the first lock in this
+        // spool (helpers killed while waiting) and again after it: a helper
+        // killed between `link` and unlinking its temporary file leaves it
+        // with two links until its stale lock is broken, which `acquire`
+        // has then just done.
+        let first = !self.swept.contains(&index);
+        if first {
             self.swept.push(index);
-            let uid = self.caller().uid.as_raw();
-            for removed in sweep::sweep(&dir, uid, &*self.privilege) {
-                let fields = vec![("spool", self.spools[index].clone()), ("name", removed)];
-                record(&self.audit, Class::Release, "cleanup", "removed", &fields);
-            }
+            self.sweep(index, &dir);
+        }
+        let lock = acquire(&dir, name.as_ref(), &opts).map_err(refusal_of)?;
+        if first {
+            self.sweep(index, &dir);
         }
         let info = LockInfo {
             spool: self.spools[index].clone(),
@@ -479,6 +481,16 @@ impl Session {
             self.lost = None;
         }
         Ok(Reply::Locked(info))
+    }
+
+    /// Remove the caller's dead temporary files from spool `index`, with
+    /// an audit record for each.
+    fn sweep(&self, index: usize, dir: &LockDir) {
+        let uid = self.caller().uid.as_raw();
+        for removed in sweep::sweep(dir, uid, &*self.privilege) {
+            let fields = vec![("spool", self.spools[index].clone()), ("name", removed)];
+            record(&self.audit, Class::Release, "cleanup", "removed", &fields);
+        }
     }
 
     fn touch(&mut self, target: &Target, fields: &mut Fields) -> Result<Reply, Refusal> {

@@ -40,9 +40,13 @@ pub fn temp_owner(name: &str, host: &str) -> Option<u32> {
     {
         return None;
     }
-    let host_part = host_part.strip_suffix(".stale").unwrap_or(host_part);
+    // Exactly our host name as the lockfile crate writes it (at most 32
+    // bytes), then nothing or the aside suffix `.stale`, which the 64-byte
+    // cap on temporary names may have cut short. Another host whose name
+    // merely starts like ours ("mx" and "mx2") is not us.
     let host32 = &host[..host.len().min(32)];
-    if host_part.is_empty() || !host32.starts_with(host_part) {
+    let suffix = host_part.strip_prefix(host32)?;
+    if host32.is_empty() || !".stale".starts_with(suffix) {
         return None;
     }
     u32::from_str_radix(pid, 16).ok()
@@ -105,16 +109,20 @@ mod tests {
             temp_owner(".lk1f2a.0123456789abcdef.mail-1.example.org.stale", host),
             Some(0x1f2a)
         );
-        // Truncated host part (names are capped at 64 bytes).
+        // The 64-byte cap can cut the `.stale` suffix, never the host.
         assert_eq!(
-            temp_owner(".lk10.0123456789abcdef.mail-1", host),
-            Some(0x10)
+            temp_owner(".lk1f2a.0123456789abcdef.mail-1.example.org.st", host),
+            Some(0x1f2a)
         );
         for other in [
             "alice",
             "alice.lock",
             ".lk",
             ".lk1f2a.0123456789abcdef.otherhost",
+            // A host whose name is a prefix of ours, or ours a prefix of it.
+            ".lk10.0123456789abcdef.mail-1",
+            ".lk10.0123456789abcdef.mail-1.example.org2",
+            ".lk10.0123456789abcdef.mail-1.example.org.stalex",
             ".lk1f2a.0123456789abcdef.",
             ".lk1f2a.0123.mail-1.example.org",
             ".lkzz.0123456789abcdef.mail-1.example.org",
