@@ -83,9 +83,18 @@ pub struct Subject {
     pub client_pid: Option<u32>,
 }
 
+/// Where records go.
+enum Sink {
+    /// The local syslog socket: the installed helper.
+    Syslog(Logger<LoggerBackend, Format>),
+    /// Kept in order, for the fuzzer and the tests that drive a session
+    /// in-process.
+    Memory(Vec<(Class, String)>),
+}
+
 /// The connection to syslog plus the subject of the session.
 pub struct Audit {
-    logger: Logger<LoggerBackend, Format>,
+    sink: Sink,
     pub subject: Subject,
 }
 
@@ -106,9 +115,25 @@ impl Audit {
         };
         let logger = syslog::unix(format).map_err(|e| e.to_string())?;
         Ok(Audit {
-            logger,
+            sink: Sink::Syslog(logger),
             subject: Subject::default(),
         })
+    }
+
+    /// An audit trail kept in memory: [`Audit::records`] returns it.
+    pub fn in_memory() -> Audit {
+        Audit {
+            sink: Sink::Memory(Vec::new()),
+            subject: Subject::default(),
+        }
+    }
+
+    /// The records kept by an in-memory trail (none for syslog).
+    pub fn records(&self) -> &[(Class, String)] {
+        match &self.sink {
+            Sink::Memory(records) => records,
+            Sink::Syslog(_) => &[],
+        }
     }
 
     /// Send one record: `op`, `result`, the subject, then `fields`.
@@ -116,9 +141,13 @@ impl Audit {
     /// went away is lost); the connection is retried once.
     pub fn record(&mut self, class: Class, op: &str, result: &str, fields: &[(&str, &str)]) {
         let text = render(&self.subject, op, result, fields);
+        let logger = match &mut self.sink {
+            Sink::Syslog(logger) => logger,
+            Sink::Memory(records) => return records.push((class, text)),
+        };
         let severity = class.severity();
-        let sent = self.logger.formatter.format(
-            &mut self.logger.backend,
+        let sent = logger.formatter.format(
+            &mut logger.backend,
             severity,
             Record {
                 class,
@@ -126,13 +155,12 @@ impl Audit {
             },
         );
         if sent.is_err() {
-            if let Ok(fresh) = syslog::unix(self.logger.formatter) {
-                self.logger = fresh;
-                let _ = self.logger.formatter.format(
-                    &mut self.logger.backend,
-                    severity,
-                    Record { class, text },
-                );
+            if let Ok(fresh) = syslog::unix(logger.formatter) {
+                *logger = fresh;
+                let _ =
+                    logger
+                        .formatter
+                        .format(&mut logger.backend, severity, Record { class, text });
             }
         }
     }

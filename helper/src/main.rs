@@ -24,24 +24,17 @@
 // tests keep the test harness's `main`).
 #![cfg_attr(not(test), no_main)]
 
-mod audit;
-mod config;
-mod policy;
-mod privilege;
-mod session;
-mod sweep;
-mod system;
-mod trusted;
-
 use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
+use nix::errno::Errno;
 use nix::unistd::{getppid, getuid, Group};
+use spoollock_helper::audit::{Audit, Class};
+use spoollock_helper::privilege::GroupPrivilege;
+use spoollock_helper::session::Session;
+use spoollock_helper::{config, policy, system};
 use spoollock_protocol::{exit, paths};
-
-use crate::audit::{Audit, Class};
-use crate::privilege::GroupPrivilege;
-use crate::session::Session;
 
 /// Why the helper refuses to start.
 #[derive(Debug)]
@@ -369,7 +362,9 @@ fn run() -> i32 {
     audit.subject.login = login.as_ref().ok().cloned();
 
     let audit = Arc::new(Mutex::new(audit));
-    let session = match Session::new(audit.clone(), privilege.clone()) {
+    let session = match client_pipes()
+        .and_then(|(input, output)| Session::new(audit.clone(), privilege.clone(), input, output))
+    {
         Ok(s) => s,
         Err(e) => {
             let mut audit = audit.lock().unwrap_or_else(|p| p.into_inner());
@@ -378,12 +373,24 @@ fn run() -> i32 {
             return exit::ENVIRONMENT;
         }
     };
-    let code = session.run(login);
+    let code = session.run(login, config::load());
     // Nothing privileged is left to do.
     if privilege.drop_for_good().is_err() {
         return exit::INTERNAL;
     }
     code
+}
+
+/// The client's pipes: standard input and output, checked above.
+fn client_pipes() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let dup = |fd: BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)))
+    };
+    Ok((
+        dup(std::io::stdin().as_fd())?,
+        dup(std::io::stdout().as_fd())?,
+    ))
 }
 
 /// `--help`: every privilege dropped for good, then static text.

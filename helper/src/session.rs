@@ -24,9 +24,10 @@ use spoollock_protocol::{
 };
 
 use crate::audit::{Audit, Class};
+use crate::config::ConfigError;
 use crate::policy::{self, Caller};
 use crate::privilege::GroupPrivilege;
-use crate::{config, sweep};
+use crate::sweep;
 
 /// The longest pause between two refreshes of a held session lock.
 const MAX_REFRESH: Duration = Duration::from_secs(60);
@@ -85,17 +86,16 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session over the standard input and output pipes.
-    pub fn new(audit: SharedAudit, privilege: Arc<GroupPrivilege>) -> Result<Session, Errno> {
-        let input = std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(io_errno)?;
+    /// A session reading requests from `input` and writing replies to
+    /// `output`: the client's pipes in the helper. Waits end when `input`
+    /// becomes readable (the client sent more, or went away).
+    pub fn new(
+        audit: SharedAudit,
+        privilege: Arc<GroupPrivilege>,
+        input: OwnedFd,
+        output: OwnedFd,
+    ) -> Result<Session, Errno> {
         let interrupt = Arc::new(input.try_clone().map_err(io_errno)?);
-        let output = std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(io_errno)?;
         Ok(Session {
             audit,
             privilege,
@@ -115,19 +115,29 @@ impl Session {
         })
     }
 
-    /// Run the session to its end; the helper's exit status.
-    pub fn run(mut self, login: Result<String, Refusal>) -> i32 {
-        let code = self.serve(login);
+    /// Run the session to its end for the caller `login` (the password
+    /// database's answer for the real uid) with the configured `spools`;
+    /// the helper's exit status.
+    pub fn run(
+        mut self,
+        login: Result<String, Refusal>,
+        spools: Result<Vec<String>, ConfigError>,
+    ) -> i32 {
+        let code = self.serve(login, spools);
         // Whatever way the session ended, the replies owed go out.
         let _ = self.output.flush();
         code
     }
 
-    fn serve(&mut self, login: Result<String, Refusal>) -> i32 {
+    fn serve(
+        &mut self,
+        login: Result<String, Refusal>,
+        spools: Result<Vec<String>, ConfigError>,
+    ) -> i32 {
         if let Err(code) = self.handshake() {
             return code;
         }
-        if let Err(refusal) = self.start(login) {
+        if let Err(refusal) = self.start(login, spools) {
             self.audit_refusal("start", &refusal, &Vec::new());
             let _ = self.output.queue(&Reply::Error(refusal));
             return exit::REFUSED;
@@ -185,13 +195,17 @@ impl Session {
         self.output.queue(&welcome).map_err(|_| exit::REFUSED)
     }
 
-    fn start(&mut self, login: Result<String, Refusal>) -> Result<(), Refusal> {
+    fn start(
+        &mut self,
+        login: Result<String, Refusal>,
+        spools: Result<Vec<String>, ConfigError>,
+    ) -> Result<(), Refusal> {
         let uid = nix::unistd::getuid();
         let login = login?;
         if !policy::login_usable(&login) {
             return Err(Refusal::UnusableLogin);
         }
-        self.spools = config::load().map_err(|e| Refusal::BadConfig(e.to_string()))?;
+        self.spools = spools.map_err(|e| Refusal::BadConfig(e.to_string()))?;
         self.caller = Some(Caller {
             uid,
             login: login.clone(),

@@ -28,7 +28,7 @@ use nix::sys::stat::{fstat, futimens};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 
-use crate::content::{AppendMark, Holder, LockContent};
+use crate::content::{AppendMark, Holder, LockContent, MAX_CONTENT};
 use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, Privilege};
 use crate::error::{LockError, Op, Result};
 use crate::host::{content_for, PidMode};
@@ -444,6 +444,11 @@ pub fn touch_by_name(
     };
     if !owned(&existing.content, existing.version.uid) {
         return Err(LockError::NotOurs);
+    }
+    // A file too large to be a lock is not kept alive either (it is never
+    // broken as stale, see `stale.rs`).
+    if existing.version.size > MAX_CONTENT as i64 {
+        return Err(LockError::NotRegularFile);
     }
     futimens(&fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)
         .map_err(|errno| LockError::from_errno(Op::Touch, errno))

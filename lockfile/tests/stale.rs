@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use common::{age_file, assert_no_temp_files, listing, Scratch};
 use spoollock_lockfile::stale::{break_stale, break_stale_interleaved, inspect, Broke};
 use spoollock_lockfile::{
-    acquire, check, content_for, LockDir, LockError, LockState, Options, PidMode, StaleReason, Wait,
+    acquire, check, content_for, remove_by_name, touch_by_name, LockDir, LockError, LockState,
+    Options, PidMode, StaleReason, Wait,
 };
 
 const HOLDER_ENV: &str = "SPOOLLOCK_TEST_HOLDER";
@@ -292,4 +293,24 @@ fn an_old_file_too_large_to_be_a_lock_is_never_removed() {
     );
     assert_eq!(std::fs::read(scratch.path().join(LOCK)).unwrap(), big);
     assert_eq!(listing(scratch.path()), vec![LOCK.to_string()]);
+    // Nor removed or kept alive by name, even by its owner (found by the
+    // helper_session fuzz target's harness).
+    let mtime = || {
+        std::fs::metadata(scratch.path().join(LOCK))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before = mtime();
+    let anyone = |_: &_, _| true;
+    assert_eq!(
+        touch_by_name(&dir, name(), anyone).unwrap_err(),
+        LockError::NotRegularFile
+    );
+    assert_eq!(
+        remove_by_name(&dir, name(), &no_wait(), anyone).unwrap_err(),
+        LockError::NotRegularFile
+    );
+    assert_eq!(mtime(), before);
+    assert_eq!(std::fs::read(scratch.path().join(LOCK)).unwrap(), big);
 }
