@@ -210,7 +210,10 @@ pub fn sanitize(raw: &str) -> String {
         if b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'=') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("\\x{b:02x}"));
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\x");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
     if out.is_empty() {

@@ -148,6 +148,15 @@ impl<'a> Waiter<'a> {
     /// Sleep for `pause`, or less when the lock name is removed or the
     /// interrupt descriptor becomes readable.
     fn sleep(&mut self, pause: Duration) -> Result<()> {
+        // Already interrupted (the helper's client sent more or went away):
+        // end before setting up a watch, whose teardown costs a kernel
+        // grace period of milliseconds when its `LockDir` is dropped.
+        if let Some(fd) = &self.interrupt {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0) {
+                return Err(LockError::Interrupted);
+            }
+        }
         self.watch();
         let until = Instant::now() + pause;
         loop {

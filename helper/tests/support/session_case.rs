@@ -32,7 +32,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::hash::Hasher;
 use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{chown, symlink, MetadataExt, PermissionsExt};
@@ -103,6 +102,12 @@ impl Spool {
             .and_then(|()| mkdir(&spool.good, 0o770))
             .and_then(|()| mkdir(&spool.unsafe_spool, 0o777));
         made.map_err(|e| format!("cannot create {}: {e}", spool.root.display()))?;
+        // The other user's files, planted once: every case checks that
+        // they are still there and unchanged.
+        let old = Duration::from_secs(3600);
+        for (name, content) in victims() {
+            write_file(&spool.good.join(name), content, VICTIM_UID, old);
+        }
         Ok(spool)
     }
 
@@ -113,10 +118,16 @@ impl Spool {
             .collect()
     }
 
+    /// Remove everything but the victims' files.
     fn clear(&self) {
+        let victims: Vec<String> = victims().into_iter().map(|(name, _)| name).collect();
         for dir in [&self.good, &self.unsafe_spool] {
             for entry in fs::read_dir(dir).expect("list spool") {
-                let path = entry.expect("entry").path();
+                let entry = entry.expect("entry");
+                if victims.iter().any(|v| entry.file_name() == v.as_str()) {
+                    continue;
+                }
+                let path = entry.path();
                 if path.is_dir() && !path.is_symlink() {
                     fs::remove_dir_all(&path).expect("remove dir");
                 } else {
@@ -229,6 +240,15 @@ fn temp_name(pid: u32, random: u64) -> String {
     format!(".lk{pid:x}.{random:016x}.{host}")
 }
 
+/// The other user's mailbox, lock and dead temporary file, with content.
+fn victims() -> [(String, &'static [u8]); 3] {
+    [
+        (VICTIM.into(), b"From x\n\nvictim\n"),
+        (format!("{VICTIM}.lock"), b"1\n"),
+        (temp_name(DEAD_PID, 0x5eed), b""),
+    ]
+}
+
 /// The caller's planted dead temporary file (the victim's is another).
 fn callers_temp() -> String {
     temp_name(DEAD_PID, 0xca11)
@@ -245,12 +265,7 @@ fn write_file(path: &Path, content: &[u8], uid: u32, age: Duration) {
 fn plant(spool: &Spool, stage: &Stage) -> Vec<String> {
     let dir = &spool.good;
     let old = Duration::from_secs(3600);
-    let mut keep = vec![VICTIM.to_owned(), format!("{VICTIM}.lock")];
-    write_file(&dir.join(VICTIM), b"From x\n\nvictim\n", VICTIM_UID, old);
-    write_file(&dir.join(format!("{VICTIM}.lock")), b"1\n", VICTIM_UID, old);
-    let victim_temp = temp_name(DEAD_PID, 0x5eed);
-    write_file(&dir.join(&victim_temp), b"", VICTIM_UID, old);
-    keep.push(victim_temp);
+    let mut keep: Vec<String> = victims().into_iter().map(|(name, _)| name).collect();
 
     let mailbox = dir.join(LOGIN);
     match stage.mailbox {
@@ -294,9 +309,10 @@ fn plant(spool: &Spool, stage: &Stage) -> Vec<String> {
     keep
 }
 
-/// A snapshot of a spool: name to (inode, mode, uid, size, mtime, and a
-/// digest of the content).
-type Listing = BTreeMap<String, (u64, u32, u32, u64, i64, u64)>;
+/// A snapshot of a spool: name to (inode, mode, uid, size, mtime, ctime).
+/// Any write, truncation, `utimes`, `chown` or `chmod` moves the ctime (it
+/// cannot be set from user space), so the content needs no reading.
+type Listing = BTreeMap<String, (u64, u32, u32, u64, i64, (i64, i64))>;
 
 fn listing(dir: &Path) -> Listing {
     let mut out = Listing::new();
@@ -304,21 +320,10 @@ fn listing(dir: &Path) -> Listing {
         let entry = entry.expect("entry");
         let name = entry.file_name().into_string().expect("UTF-8 name");
         let md = fs::symlink_metadata(entry.path()).expect("lstat");
-        let mut digest = std::hash::DefaultHasher::new();
-        if md.is_file() {
-            digest.write(&fs::read(entry.path()).expect("read"));
-        }
-        let content = digest.finish();
+        let ctime = (md.ctime(), md.ctime_nsec());
         out.insert(
             name,
-            (
-                md.ino(),
-                md.mode(),
-                md.uid(),
-                md.size(),
-                md.mtime(),
-                content,
-            ),
+            (md.ino(), md.mode(), md.uid(), md.size(), md.mtime(), ctime),
         );
     }
     out
@@ -484,6 +489,12 @@ pub fn run_case(spool: &Spool, data: &[u8]) -> Replies {
     spool.clear();
     let keep = plant(spool, &stage);
     let before = listing(&spool.good);
+    for name in &keep {
+        assert!(
+            before.contains_key(name),
+            "{name} missing before the session"
+        );
+    }
 
     let mut stream = if stage.raw {
         bytes.0.to_vec()
