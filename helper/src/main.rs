@@ -6,19 +6,23 @@
 //!
 //! Start-up, in order (DESIGN.md, "The helper"):
 //! 1. descriptors 0, 1, 2 are made to exist (so no later open lands on
-//!    them), signals are reset, the environment is cleared, the umask is
+//!    them), the group the setgid bit gave is parked in the saved set-gid
+//!    (so the syslog connection and the NSS lookups run with the caller's
+//!    gid), signals are reset, the environment is cleared, the umask is
 //!    fixed, core dumps and ptrace are disabled, `no_new_privs` is set;
 //! 2. `argc == 0` is refused before anything looks at `argv`; the only
 //!    argument accepted is `--help`, answered with every privilege dropped;
 //! 3. the audit channel (local syslog socket) must connect;
 //! 4. descriptors 0 and 1 must be pipes (read and write ends) and none of
 //!    0, 1, 2 may have been closed at exec;
-//! 5. the effective and saved gid must be the helper's group (the setgid
-//!    bit took effect): otherwise it says so and exits, never pretending;
-//! 6. the group is parked in the saved set-gid, capabilities are emptied.
+//! 5. the effective and saved gid at exec must be the helper's group (the
+//!    setgid bit took effect): otherwise it says so and exits, never
+//!    pretending;
+//! 6. the group stays parked in the saved set-gid, capabilities are
+//!    emptied.
 //!
 //! Then the session runs; the group is raised only around the spool's
-//! directory-changing calls (see [`privilege`]).
+//! directory-changing calls (see [`spoollock_helper::privilege`]).
 
 // `main` is the C entry point below, without std's runtime start-up (unit
 // tests keep the test harness's `main`).
@@ -225,6 +229,18 @@ fn run() -> i32 {
         // report to, and nothing has been done.
         Err(_) => return exit::ENVIRONMENT,
     };
+    // The group the setgid bit gave is parked at once in the saved
+    // set-gid: the syslog connection, the password and group lookups (and
+    // any NSS module they load) and every check below run with the
+    // caller's own gid. Step 5 decides whether the parked group is ours.
+    let Ok(at_exec) = system::group_ids() else {
+        say("cannot read the group ids");
+        return exit::INTERNAL;
+    };
+    if system::set_group_ids(at_exec.real, at_exec.real, at_exec.effective).is_err() {
+        say("cannot park the group id");
+        return exit::INTERNAL;
+    }
     let no_new_privs_at_exec = system::no_new_privs().unwrap_or(false);
     let hardening = system::reset_signals()
         .map_err(|e| format!("signals: {}", e.desc()))
@@ -335,24 +351,21 @@ fn run() -> i32 {
             return refuse(&mut Some(audit), StartupError::Privileges(why));
         }
     };
-    let ids = match system::group_ids() {
-        Ok(ids) => ids,
-        Err(e) => return refuse(&mut Some(audit), StartupError::Privileges(e.desc().into())),
-    };
-    if ids.effective != group || ids.saved != group {
+    if at_exec.effective != group || at_exec.saved != group {
         return refuse(
             &mut Some(audit),
             StartupError::NotPrivileged {
-                egid: ids.effective.as_raw(),
-                sgid: ids.saved.as_raw(),
+                egid: at_exec.effective.as_raw(),
+                sgid: at_exec.saved.as_raw(),
                 group: group.as_raw(),
                 no_new_privs: no_new_privs_at_exec,
             },
         );
     }
 
-    // 6. Park the group in the saved set-gid; no capabilities.
-    let privilege = match GroupPrivilege::park(ids.real, group) {
+    // 6. The group stays parked in the saved set-gid (set and verified
+    // again); no capabilities.
+    let privilege = match GroupPrivilege::park(at_exec.real, group) {
         Ok(p) => Arc::new(p),
         Err(e) => return refuse(&mut Some(audit), StartupError::Privileges(e.desc().into())),
     };
