@@ -4,7 +4,7 @@
 #     bash packaging/install.sh                      # build, install under /usr/local
 #     PREFIX=/usr bash packaging/install.sh          # ... under /usr
 #     DESTDIR=/tmp/stage PREFIX=/usr bash packaging/install.sh   # staged (packagers)
-#     bash packaging/install.sh --no-build           # install what `cargo build --release` made
+#     bash packaging/install.sh --no-build           # install what `cargo build --release --features spoollock/mangen` made
 #     bash packaging/install.sh --uninstall          # remove what it installs
 #
 # Installs
@@ -73,7 +73,7 @@ bin="$target_dir/release"
 if [ "$build" = 1 ]; then
     echo "install.sh: cargo build --release (helper path $helper_path)"
     SPOOLLOCK_HELPER_PATH="$helper_path" "${CARGO:-cargo}" build --release \
-        -p spoollock -p spoollock-helper --bins
+        -p spoollock -p spoollock-helper --bins --features spoollock/mangen
 fi
 for b in spoollock spoollock-helper spoollock-mangen; do
     [ -x "$bin/$b" ] || { echo "install.sh: $bin/$b not built (run without --no-build)" >&2; exit 1; }
@@ -81,7 +81,7 @@ done
 # The client must look for the helper where it is being installed.
 if ! grep -qaF "$helper_path" "$bin/spoollock"; then
     echo "install.sh: $bin/spoollock was not built for $helper_path;" \
-        "rebuild: SPOOLLOCK_HELPER_PATH=$helper_path cargo build --release" >&2
+        "rebuild: SPOOLLOCK_HELPER_PATH=$helper_path cargo build --release --features spoollock/mangen" >&2
     exit 1
 fi
 

@@ -35,6 +35,15 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! # Ok::<(), spoollock::Error>(())
 //! ```
+//!
+//! # Features
+//!
+//! - `cli` (default): the `spoollock` command, with clap. A program that
+//!   only uses the library depends on
+//!   `spoollock = { version = "0.1", default-features = false }` and pulls
+//!   in nothing but nix and the two spoollock crates.
+//! - `mangen`: `spoollock-mangen`, which renders the manual pages from the
+//!   command's definition (packaging only).
 
 mod error;
 mod guard;

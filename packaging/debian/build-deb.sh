@@ -70,7 +70,7 @@ for doc in SECURITY.md README.md docs/audit.md; do
 done
 
 echo "build-deb.sh: cargo build --release (spoollock, spoollock-helper, spoollock-mangen)"
-"$cargo" build --release -p spoollock -p spoollock-helper --bins
+"$cargo" build --release -p spoollock -p spoollock-helper --bins --features spoollock/mangen
 bin="$target_dir/release"
 
 work="$(mktemp -d)"
