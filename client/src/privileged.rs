@@ -42,16 +42,42 @@ struct Helper {
     gid: u32,
 }
 
-/// Running with ids the caller did not have: any of the real, effective
-/// and saved user or group ids differ (a setuid program that temporarily
-/// switched back still has its saved id).
+/// Running with privilege the caller did not have: any of the real,
+/// effective and saved user or group ids differ (a setuid program that
+/// temporarily switched back still has its saved id), or the kernel
+/// started this program in secure mode (`AT_SECURE`: setuid, setgid, file
+/// capabilities or a security module's transition). When that cannot be
+/// told, the answer is yes.
 fn elevated() -> bool {
-    match (nix::unistd::getresuid(), nix::unistd::getresgid()) {
+    let ids_differ = match (nix::unistd::getresuid(), nix::unistd::getresgid()) {
         (Ok(u), Ok(g)) => {
             u.real != u.effective || u.real != u.saved || g.real != g.effective || g.real != g.saved
         }
         _ => true,
+    };
+    ids_differ || secure_exec().unwrap_or(true)
+}
+
+/// `AT_SECURE` from the auxiliary vector, read from `/proc/self/auxv`
+/// (pairs of native-endian words), so no `unsafe` `getauxval` is needed.
+fn secure_exec() -> Option<bool> {
+    const AT_NULL: u64 = 0;
+    const AT_SECURE: u64 = 23;
+    const WORD: usize = std::mem::size_of::<usize>();
+    let auxv = std::fs::read("/proc/self/auxv").ok()?;
+    let word = |chunk: &[u8]| -> Option<u64> {
+        let bytes: [u8; WORD] = chunk.try_into().ok()?;
+        u64::try_from(usize::from_ne_bytes(bytes)).ok()
+    };
+    for pair in auxv.chunks_exact(2 * WORD) {
+        let (key, value) = (word(&pair[..WORD])?, word(&pair[WORD..])?);
+        match key {
+            AT_SECURE => return Some(value != 0),
+            AT_NULL => break,
+            _ => {}
+        }
     }
+    None
 }
 
 /// Where the helper is: the build-time path, or `$SPOOLLOCK_HELPER` when
@@ -439,4 +465,16 @@ fn refused(refusal: Refusal) -> Error {
 
 fn protocol_error(reply: &Reply) -> Error {
     Error::Helper(format!("unexpected reply from the helper: {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_test_process_is_not_elevated() {
+        // Started by cargo without setuid, setgid or file capabilities.
+        assert_eq!(secure_exec(), Some(false));
+        assert!(!elevated());
+    }
 }
