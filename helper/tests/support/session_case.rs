@@ -111,7 +111,14 @@ impl Spool {
         Ok(spool)
     }
 
-    fn spools(&self) -> Vec<String> {
+    /// The spool that passes the helper's checks (spool index 0).
+    pub fn good(&self) -> &Path {
+        &self.good
+    }
+
+    /// The spool list a session is given: the good spool, a missing one
+    /// and a world-writable one.
+    pub fn spools(&self) -> Vec<String> {
         [&self.good, &self.missing, &self.unsafe_spool]
             .iter()
             .map(|p| p.to_str().expect("ASCII path").to_owned())

@@ -1,0 +1,89 @@
+//! A session lock is refreshed by the helper while its client is quiet:
+//! the helper's own session, in-process as in `session_properties.rs`,
+//! holds a lock for longer than one refresh period (a fifth of the stale
+//! age, at most 60 s; the shortest stale age a client may ask for is
+//! 300 s), and the lock's mtime must move without any request.
+
+#[allow(dead_code)] // this test uses the harness's spool, not its cases
+#[path = "support/session_case.rs"]
+mod session_case;
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use session_case::{Spool, LOGIN};
+use spoollock_helper::audit::Audit;
+use spoollock_helper::privilege::GroupPrivilege;
+use spoollock_helper::session::Session;
+use spoollock_protocol::codec::encode;
+use spoollock_protocol::limits::MIN_STALE_AGE_SECS;
+use spoollock_protocol::{
+    exit, read_frame, Hello, LockMode, LockRequest, Reply, Request, Target, WaitSpec, Welcome,
+};
+
+#[test]
+fn a_quiet_session_lock_is_refreshed() {
+    let spool = match Spool::create() {
+        Ok(spool) => spool,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let (requests, mut client_out) = std::io::pipe().expect("pipe");
+    let (mut client_in, replies) = std::io::pipe().expect("pipe");
+    let audit = Arc::new(Mutex::new(Audit::in_memory()));
+    let gid = nix::unistd::getgid();
+    let privilege = Arc::new(GroupPrivilege::park(gid, gid).expect("park own gid"));
+    let session = Session::new(
+        audit,
+        privilege,
+        OwnedFd::from(requests),
+        OwnedFd::from(replies),
+    )
+    .expect("session");
+    let spools = spool.spools();
+    let helper = std::thread::spawn(move || session.run(Ok(LOGIN.to_owned()), Ok(spools)));
+
+    let lock = Request::Lock(LockRequest {
+        target: Target::default_spool(),
+        wait: WaitSpec::NoWait,
+        mode: LockMode::Session,
+        stale_age_secs: Some(MIN_STALE_AGE_SECS),
+    });
+    for frame in [encode(&Hello::current()), encode(&lock)] {
+        client_out.write_all(&frame.expect("encode")).expect("send");
+    }
+    assert!(
+        read_frame::<_, Welcome>(&mut client_in)
+            .expect("welcome")
+            .accepted
+    );
+    assert!(matches!(
+        read_frame::<_, Reply>(&mut client_in),
+        Ok(Reply::Ready(_))
+    ));
+    let reply = read_frame::<_, Reply>(&mut client_in).expect("lock reply");
+    assert!(matches!(reply, Reply::Locked(_)), "{reply:?}");
+
+    let path = spool.good().join(format!("{LOGIN}.lock"));
+    let taken = std::fs::metadata(&path).expect("lock exists");
+    let period = Duration::from_secs(u64::from(MIN_STALE_AGE_SECS) / 5);
+    std::thread::sleep(period + Duration::from_secs(2));
+    let later = std::fs::metadata(&path).expect("lock still held");
+    assert_eq!(later.ino(), taken.ino(), "the same lock");
+    assert!(
+        later.mtime() >= taken.mtime() + 30,
+        "not refreshed: mtime {} then {}",
+        taken.mtime(),
+        later.mtime()
+    );
+
+    // The client goes away: the session ends and releases its lock.
+    drop(client_out);
+    assert_eq!(helper.join().expect("session thread"), exit::OK);
+    assert!(!path.exists(), "released at end of session");
+}
