@@ -4,7 +4,6 @@
 //! age, at most 60 s; the shortest stale age a client may ask for is
 //! 300 s), and the lock's mtime must move without any request.
 
-#[allow(dead_code)] // this test uses the harness's spool, not its cases
 #[path = "support/session_case.rs"]
 mod session_case;
 
