@@ -6,7 +6,9 @@
 //!   helper with rsyslogd recording the audit trail, then removes and purges
 //!   it and checks nothing is left;
 //! - `test-install.sh` runs `install.sh` with PREFIX and DESTDIR as root
-//!   (helper root:mail 2755) and as a user (the two commands printed).
+//!   (helper root:mail 2755) and as a user (the two commands printed);
+//! - `rpm/build-rpm.sh` builds the RPM from the spec, whose file list must
+//!   carry the helper setgid mail, the command and every manual page.
 //!
 //! They need root on Debian; without root they say why and skip (in CI,
 //! which is root, a missing tool is a failure).
@@ -91,4 +93,84 @@ fn install_script_honours_prefix_destdir_and_privileges() {
     ] {
         assert!(stdout.contains(step), "missing step: {step}");
     }
+}
+
+#[test]
+fn rpm_package_carries_the_helper_setgid_mail() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("build-rpm.sh: skipped: needs root (its test runs with the others in CI)");
+        return;
+    }
+    let found = |tool: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool} >/dev/null")])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !found("rpmbuild") {
+        assert!(std::env::var_os("CI").is_none(), "rpmbuild missing in CI");
+        eprintln!("build-rpm.sh: skipped: rpmbuild not installed (apt-get install rpm)");
+        return;
+    }
+    let repo = repo();
+    let top = repo.join("target").join("packaging-rpm");
+    let _ = std::fs::remove_dir_all(&top);
+    // --nodeps: on Debian the RPM database does not know rustup's cargo.
+    let out = Command::new("bash")
+        .arg(repo.join("packaging/rpm/build-rpm.sh"))
+        .arg("--nodeps")
+        .env("RPM_TOPDIR", &top)
+        .env("CARGO", env!("CARGO"))
+        .output()
+        .expect("run build-rpm.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "build-rpm.sh failed:\n{stdout}\n{stderr}"
+    );
+    let rpm = stdout
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(".rpm"))
+        .unwrap_or_else(|| panic!("no .rpm named in:\n{stdout}"));
+
+    let query = Command::new("rpm")
+        .args([
+            "-qp",
+            "--qf",
+            "[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILENAMES}\\n]",
+            rpm,
+        ])
+        .output()
+        .expect("rpm -qp");
+    assert!(
+        query.status.success(),
+        "{}",
+        String::from_utf8_lossy(&query.stderr)
+    );
+    let files = String::from_utf8_lossy(&query.stdout);
+    println!("{files}");
+    for expected in [
+        "-rwxr-sr-x root mail /usr/libexec/spoollock/spoollock-helper",
+        "-rwxr-xr-x root root /usr/bin/spoollock",
+        "/usr/share/man/man1/spoollock.1",
+        "/usr/share/man/man1/spoollock-run.1",
+        "/usr/share/man/man8/spoollock-helper.8",
+    ] {
+        assert!(
+            files.contains(expected),
+            "{expected} not in the RPM:\n{files}"
+        );
+    }
+    // Nothing else is setuid or setgid.
+    let special = files
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .next()
+                .is_some_and(|mode| mode.contains(['s', 'S']))
+        })
+        .count();
+    assert_eq!(special, 1, "only the helper is setgid:\n{files}");
 }
