@@ -1,6 +1,7 @@
 //! Who we are (host, boot, process start time) and whether a process that a
 //! lock names still exists. Read once from fixed `/proc` paths and cached.
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use nix::errno::Errno;
@@ -76,12 +77,29 @@ pub fn content_for(mode: PidMode) -> LockContent {
     }
 }
 
+/// This process's start time, cached per pid: a child after `fork()`
+/// inherits the cache but has a start time of its own, and a lock naming
+/// the child's pid with the parent's start time would look like a reused
+/// pid, stale at once, and be broken while the child holds it.
 fn own_start_time() -> Option<u64> {
-    static START: OnceLock<Option<u64>> = OnceLock::new();
-    *START.get_or_init(|| match process_state(std::process::id()) {
+    // Two atomics rather than a lock, which a fork could inherit held. The
+    // start is stored before the pid that vouches for it; threads racing
+    // to fill the cache store the same values.
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static START: AtomicU64 = AtomicU64::new(NO_START);
+    const NO_START: u64 = u64::MAX;
+    let pid = std::process::id();
+    if PID.load(Ordering::Acquire) == pid {
+        let start = START.load(Ordering::Relaxed);
+        return (start != NO_START).then_some(start);
+    }
+    let start = match process_state(pid) {
         ProcState::Alive { start } => start,
-        _ => None,
-    })
+        ProcState::Gone => None,
+    };
+    START.store(start.unwrap_or(NO_START), Ordering::Relaxed);
+    PID.store(pid, Ordering::Release);
+    start
 }
 
 /// What this host knows about a process id.

@@ -15,6 +15,7 @@ use spoollock_lockfile::{
 };
 
 const HOLDER_ENV: &str = "SPOOLLOCK_TEST_HOLDER";
+const FORKER_ENV: &str = "SPOOLLOCK_TEST_FORKER";
 const LOCK: &str = "box.lock";
 
 fn name() -> &'static OsStr {
@@ -313,4 +314,75 @@ fn an_old_file_too_large_to_be_a_lock_is_never_removed() {
     );
     assert_eq!(mtime(), before);
     assert_eq!(std::fs::read(scratch.path().join(LOCK)).unwrap(), big);
+}
+
+/// Runs only in the process the fork test starts (one test thread, so the
+/// fork below copies no lock another thread holds): lock once, so this
+/// process's identity is cached, then fork; the child locks another name
+/// with its own pid, and that lock must not look like a reused pid.
+#[test]
+fn forker_process() {
+    let Ok(dir) = std::env::var(FORKER_ENV) else {
+        return;
+    };
+    let dir = LockDir::open(dir.as_ref()).unwrap();
+    acquire(&dir, name(), &no_wait())
+        .unwrap()
+        .release()
+        .unwrap();
+    // SAFETY: the child only takes and checks a lock, then leaves with
+    // `_exit`; this process runs one test thread and the harness's main
+    // thread, which holds no lock while it waits for the test.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let child = OsStr::new("child.lock");
+            let code = match acquire(&dir, child, &no_wait()) {
+                Ok(lock) => {
+                    let state = check(&dir, child, &no_wait());
+                    let held = matches!(state, Ok(LockState::Held(_)));
+                    if !held {
+                        eprintln!("child's own lock judged {state:?}");
+                    }
+                    drop(lock);
+                    i32::from(!held)
+                }
+                Err(e) => {
+                    eprintln!("child cannot lock: {e}");
+                    2
+                }
+            };
+            // SAFETY: `_exit` ends the child without running the parent's
+            // atexit handlers or unwinding a copy of its stack.
+            unsafe { nix::libc::_exit(code) };
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let status = nix::sys::wait::waitpid(child, None).unwrap();
+            println!("CHILD {status:?}");
+        }
+    }
+}
+
+#[test]
+fn a_forked_child_s_lock_is_not_taken_for_a_reused_pid() {
+    if std::env::var_os(FORKER_ENV).is_some() || std::env::var_os(HOLDER_ENV).is_some() {
+        return;
+    }
+    let scratch = Scratch::new("forked");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "forker_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FORKER_ENV, scratch.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CHILD Exited(") && stdout.contains(", 0)"),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_temp_files(scratch.path());
 }
