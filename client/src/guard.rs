@@ -8,8 +8,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use spoollock_lockfile::{
-    acquire, check, remove_by_name, AppendMark, Dotlock, LockDir, LockState, Observer, Options,
-    PidMode, Wait, DEFAULT_STALE_AGE,
+    acquire, check, remove_by_name, AppendMark, Dotlock, LockDir, LockError, LockState, Observer,
+    Options, PidMode, Wait, DEFAULT_STALE_AGE,
 };
 use spoollock_protocol::LockMode;
 
@@ -105,6 +105,12 @@ impl LockOptions {
 #[derive(Debug)]
 pub struct LockGuard {
     held: Option<Held>,
+    /// The process that took the lock. A child forked while it is held has
+    /// a copy of this guard, but neither the keep-alive thread nor the
+    /// helper session is the child's: releasing there would remove the
+    /// parent's lock (or wait forever for a thread the child does not
+    /// have), so the child's copy leaves everything to the parent.
+    taker: u32,
 }
 
 /// How the lock is held: in-process, or by a helper session.
@@ -138,6 +144,7 @@ impl LockGuard {
                 HelperSession::lock(target, opts.wait, opts.stale_age, LockMode::Session)?;
             return Ok(LockGuard {
                 held: Some(Held::Helper(Mutex::new(session))),
+                taker: std::process::id(),
             });
         }
         let dir = LockDir::open(&target.dir)?;
@@ -147,6 +154,7 @@ impl LockGuard {
             .map(|every| KeepAlive::start(Arc::clone(&lock), every));
         Ok(LockGuard {
             held: Some(Held::Direct { lock, keep_alive }),
+            taker: std::process::id(),
         })
     }
 
@@ -191,6 +199,12 @@ impl LockGuard {
     }
 
     fn release_inner(&mut self) -> Result<()> {
+        if std::process::id() != self.taker {
+            // A forked child's copy: see `taker`. Nothing of it is freed
+            // (the thread handle and the helper's pipes are the parent's).
+            std::mem::forget(self.held.take());
+            return Err(Error::Lock(LockError::NotOurs));
+        }
         match self.held.take() {
             None => Ok(()),
             Some(Held::Helper(session)) => session

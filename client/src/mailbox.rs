@@ -106,6 +106,11 @@ pub struct MailboxLock {
     /// Append marks of stale locks broken while acquiring: a holder that
     /// died mid-append may have left a partial message.
     broken_marks: Arc<Mutex<Vec<(AppendMark, u32)>>>,
+    /// The process that took the locks. In a child forked while they are
+    /// held, unlocking the fcntl lock would release the parent's (an OFD
+    /// lock belongs to the open file both share), so the child's copy
+    /// unlocks nothing.
+    taker: u32,
 }
 
 impl MailboxLock {
@@ -130,6 +135,7 @@ impl MailboxLock {
             size: 0,
             lock_path: target.path(),
             broken_marks: Arc::default(),
+            taker: std::process::id(),
         };
         // On the helper path the helper breaks stale locks and we never see
         // their content: look at it first.
@@ -274,6 +280,14 @@ impl MailboxLock {
 
     /// Release whatever is held, last taken first.
     fn release_all(&mut self) -> Result<()> {
+        if std::process::id() != self.taker {
+            // A forked child's copy: see `taker`. The dotlock guard knows
+            // it is a copy too and leaves the dotlock alone.
+            self.taken.clear();
+            self.record = None;
+            drop(self.dotlock.take());
+            return Err(Error::Lock(LockError::NotOurs));
+        }
         let mut first_error = None;
         while let Some(which) = self.taken.pop() {
             let result = match which {

@@ -123,6 +123,9 @@ pub struct Dotlock {
     id: FileId,
     content: LockContent,
     privilege: Option<Arc<dyn Privilege>>,
+    /// The process that took the lock: a copy dropped in a child forked
+    /// while it was held leaves the lock to its taker.
+    taker: u32,
 }
 
 /// The state of a lock name, as [`check`] found it.
@@ -164,6 +167,7 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
                 id: ours,
                 content,
                 privilege: opts.privilege.clone(),
+                taker: std::process::id(),
             });
         }
         // Not ours. A failure other than "exists" (or a lost reply's EIO)
@@ -356,6 +360,13 @@ impl Dotlock {
 
 impl Drop for Dotlock {
     fn drop(&mut self) {
+        // In a child forked while the lock was held, the lock is still the
+        // parent's: the child's copy only closes its descriptor. (An
+        // explicit `release` in the child is a deliberate hand-over and
+        // proceeds.)
+        if std::process::id() != self.taker {
+            return;
+        }
         let _ = self.release_inner();
     }
 }
