@@ -194,6 +194,10 @@ impl LockGuard {
     }
 
     /// Release the lock, reporting whether it was still ours.
+    ///
+    /// In a child forked while the lock was held, the guard is a copy and
+    /// the lock stays its taker's: `release` there returns
+    /// [`LockError::NotOurs`] and dropping the copy does nothing.
     pub fn release(mut self) -> Result<()> {
         self.release_inner()
     }

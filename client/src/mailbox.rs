@@ -378,7 +378,9 @@ impl MailboxLock {
         Ok(())
     }
 
-    /// Release both locks, reporting errors (drop ignores them).
+    /// Release both locks, reporting errors (drop ignores them). In a
+    /// child forked while they were held, nothing is unlocked (see
+    /// [`LockGuard::release`]).
     pub fn release(mut self) -> Result<()> {
         self.release_all()
     }
