@@ -204,9 +204,16 @@ impl LockGuard {
 
     fn release_inner(&mut self) -> Result<()> {
         if std::process::id() != self.taker {
-            // A forked child's copy: see `taker`. Nothing of it is freed
-            // (the thread handle and the helper's pipes are the parent's).
-            std::mem::forget(self.held.take());
+            // A forked child's copy: see `taker`. The keep-alive thread's
+            // handle and the lock are the parent's and are not touched; of
+            // a helper session only this process's pipe ends are closed.
+            match self.held.take() {
+                Some(Held::Helper(session)) => session
+                    .into_inner()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .abandon(),
+                other => std::mem::forget(other),
+            }
             return Err(Error::Lock(LockError::NotOurs));
         }
         match self.held.take() {

@@ -12,6 +12,7 @@
 //! protocol of `spoollock-protocol`; its session lock lives as long as our
 //! end of the pipe is open, so it dies with this process whatever happens.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -290,6 +291,19 @@ impl HelperSession {
         let _ = self.call(&Request::Bye);
         self.finish();
         unlocked
+    }
+
+    /// In a child forked while the session was open: close this process's
+    /// copies of the pipes, so that a long-lived child does not keep the
+    /// session (and its lock) alive after the parent is gone, and say
+    /// nothing to the helper, which serves the parent.
+    pub(crate) fn abandon(mut self) {
+        drop(self.to_helper.take());
+        let from_helper = self.from_helper.as_raw_fd();
+        // Not `finish` (our `Drop`): no `Bye`, no wait for a helper that is
+        // not this process's child.
+        std::mem::forget(self);
+        let _ = nix::unistd::close(from_helper);
     }
 
     /// Close our end (the helper releases a held lock on end of file) and

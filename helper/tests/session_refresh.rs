@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use session_case::{Spool, LOGIN};
 use spoollock_helper::audit::Audit;
@@ -70,9 +70,18 @@ fn a_quiet_session_lock_is_refreshed() {
 
     let path = spool.good().join(format!("{LOGIN}.lock"));
     let taken = std::fs::metadata(&path).expect("lock exists");
+    // One refresh period is a fifth of the stale age: 60 s. Look until the
+    // mtime moves, for at most half as long again (a bound, not a timing
+    // assertion: a refresh that never comes fails below).
     let period = Duration::from_secs(u64::from(MIN_STALE_AGE_SECS) / 5);
-    std::thread::sleep(period + Duration::from_secs(2));
-    let later = std::fs::metadata(&path).expect("lock still held");
+    let deadline = Instant::now() + period * 3 / 2;
+    let later = loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = std::fs::metadata(&path).expect("lock still held");
+        if now.mtime() != taken.mtime() || Instant::now() > deadline {
+            break now;
+        }
+    };
     assert_eq!(later.ino(), taken.ino(), "the same lock");
     assert!(
         later.mtime() >= taken.mtime() + 30,

@@ -330,6 +330,9 @@ fn forker_process() {
         .unwrap()
         .release()
         .unwrap();
+    // Start times count clock ticks (10 ms): fork well after this
+    // process's own start, so the child's start time differs from it.
+    std::thread::sleep(std::time::Duration::from_millis(50));
     // SAFETY: the child only takes and checks a lock, then leaves with
     // `_exit`; this process runs one test thread and the harness's main
     // thread, which holds no lock while it waits for the test.

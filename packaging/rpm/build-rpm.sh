@@ -9,6 +9,8 @@
 # RPM database of build dependencies (Debian, with `apt-get install rpm`),
 # pass --nodeps: rpmbuild cannot see cargo installed by rustup.
 set -euo pipefail
+# The spec builds in rpmbuild's own tree and installs from target/release.
+unset CARGO_TARGET_DIR
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cd "$repo"

@@ -105,6 +105,7 @@ impl Spool {
             .and_then(|()| mkdir(&spool.good, 0o770))
             .and_then(|()| mkdir(&spool.unsafe_spool, 0o777));
         made.map_err(|e| format!("cannot create {}: {e}", spool.root.display()))?;
+        remove_dead_trees(base);
         // The other user's files, planted once: every case checks that
         // they are still there and unchanged.
         let old = Duration::from_secs(3600);
@@ -144,6 +145,27 @@ impl Spool {
                     fs::remove_file(&path).expect("remove file");
                 }
             }
+        }
+    }
+}
+
+/// Remove the trees of harness processes that are gone (a fuzzer's spool
+/// lives in a static and is never dropped).
+fn remove_dead_trees(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.split_once('-'))
+            .map(|(pid, _)| pid);
+        let gone = pid.is_some_and(|pid| {
+            pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists()
+        });
+        if gone {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }
