@@ -20,6 +20,8 @@ user="${SPOOLLOCK_PKGTEST_USER:-slpkgtest}"
 
 say() { echo "test-install.sh: $*"; }
 fail() { echo "test-install.sh: FAIL: $*" >&2; exit 1; }
+# shellcheck source=packaging/test-lib.sh
+. "$here/test-lib.sh"
 skip() { echo "test-install.sh: SKIP: $*"; exit 77; }
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (chown root:mail, a second user)"
@@ -27,14 +29,6 @@ for tool in useradd setpriv getent; do
     command -v "$tool" >/dev/null || skip "missing $tool (apt-get install passwd util-linux)"
 done
 getent group mail >/dev/null || fail "group mail does not exist"
-ensure_user() { # name: create it unless it exists (another test may race us)
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-        id -u "$1" >/dev/null 2>&1 && return 0
-        useradd --no-create-home --shell /bin/sh --comment "spoollock package test" "$1" 2>/dev/null && return 0
-        sleep 0.5
-    done
-    id -u "$1" >/dev/null 2>&1 || fail "cannot create user $1"
-}
 ensure_user "$user"
 
 work="$(mktemp -d /tmp/spoollock-installtest.XXXXXX)"

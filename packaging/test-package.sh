@@ -31,6 +31,8 @@ helper=/usr/libexec/spoollock/spoollock-helper
 
 say() { echo "test-package.sh: $*"; }
 fail() { echo "test-package.sh: FAIL: $*" >&2; exit 1; }
+# shellcheck source=packaging/test-lib.sh
+. "$here/test-lib.sh"
 skip() { echo "test-package.sh: SKIP: $*"; exit 77; }
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (dpkg -i, useradd, mount namespaces)"
@@ -116,14 +118,6 @@ dpkg -L spoollock >"$work/files.txt"
 say "installed: helper root:mail 2755 (statoverride), kept by a reinstall; $(grep -c . "$work/files.txt") paths"
 
 # ---- 3. run as an unprivileged user --------------------------------------
-ensure_user() { # name: create it unless it exists (another test may race us)
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-        id -u "$1" >/dev/null 2>&1 && return 0
-        useradd --no-create-home --shell /bin/sh --comment "spoollock package test" "$1" 2>/dev/null && return 0
-        sleep 0.5
-    done
-    id -u "$1" >/dev/null 2>&1 || fail "cannot create user $1"
-}
 ensure_user "$user"
 help="$(setpriv --reuid="$user" --regid="$user" --init-groups --reset-env -- "$helper" --help)" ||
     fail "spoollock-helper --help failed"
