@@ -237,10 +237,10 @@ fn run() -> i32 {
         say("cannot read the group ids");
         return exit::INTERNAL;
     };
-    if system::set_group_ids(at_exec.real, at_exec.real, at_exec.effective).is_err() {
+    let Ok(parked) = GroupPrivilege::park(at_exec.real, at_exec.effective) else {
         say("cannot park the group id");
         return exit::INTERNAL;
-    }
+    };
     let no_new_privs_at_exec = system::no_new_privs().unwrap_or(false);
     let hardening = system::reset_signals()
         .map_err(|e| format!("signals: {}", e.desc()))
@@ -311,7 +311,7 @@ fn run() -> i32 {
         }
         _ => return refuse(&mut audit, StartupError::BadArguments),
     }
-    let Some(mut audit) = audit else {
+    let Some(audit) = audit else {
         unreachable!("audit is connected unless --help was asked for");
     };
 
@@ -363,16 +363,11 @@ fn run() -> i32 {
         );
     }
 
-    // 6. The group stays parked in the saved set-gid (set and verified
-    // again); no capabilities.
-    let privilege = match GroupPrivilege::park(at_exec.real, group) {
-        Ok(p) => Arc::new(p),
-        Err(e) => return refuse(&mut Some(audit), StartupError::Privileges(e.desc().into())),
-    };
+    // 6. The group parked at start is the helper's; no capabilities.
+    let privilege = Arc::new(parked);
     if let Err(why) = system::drop_capabilities() {
         return refuse(&mut Some(audit), StartupError::Privileges(why));
     }
-    audit.subject.login = login.as_ref().ok().cloned();
 
     let audit = Arc::new(Mutex::new(audit));
     let session = match client_pipes()
@@ -406,14 +401,16 @@ fn client_pipes() -> Result<(OwnedFd, OwnedFd), Errno> {
     ))
 }
 
-/// `--help`: every privilege dropped for good, then static text.
+/// `--help`: every privilege dropped for good, then static text; nothing
+/// is printed while any could remain.
 fn help() -> i32 {
-    if let Ok(ids) = system::group_ids() {
-        if system::set_group_ids(ids.real, ids.real, ids.real).is_err() {
-            return exit::INTERNAL;
-        }
+    let dropped = system::group_ids()
+        .and_then(|ids| system::set_group_ids(ids.real, ids.real, ids.real))
+        .is_ok();
+    if !dropped || system::drop_capabilities().is_err() {
+        say("cannot drop privileges");
+        return exit::INTERNAL;
     }
-    let _ = system::drop_capabilities();
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(help_text().as_bytes());
     let _ = out.flush();

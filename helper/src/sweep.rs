@@ -17,7 +17,7 @@ use nix::dir::Dir;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
-use spoollock_lockfile::{local_host, process_state, LockDir, Privilege, ProcState};
+use spoollock_lockfile::{local_host, process_state, with_raised, LockDir, Privilege, ProcState};
 
 use crate::trusted::is_kind;
 
@@ -82,11 +82,11 @@ pub fn sweep(dir: &LockDir, caller_uid: u32, privilege: &dyn Privilege) -> Vec<S
         if !is_kind(&st, SFlag::S_IFREG) || st.st_uid != caller_uid || st.st_nlink != 1 {
             continue;
         }
-        if privilege.raise().is_err() {
-            break;
-        }
-        let unlinked = unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir);
-        privilege.lower();
+        // The lockfile crate's bracket: lowered again on every way out,
+        // including a raise that failed half-way.
+        let unlinked = with_raised(Some(privilege), || {
+            unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir)
+        });
         if unlinked.is_ok() {
             removed.push(name);
         }

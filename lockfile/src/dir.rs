@@ -134,8 +134,10 @@ pub trait Privilege: Send + Sync + fmt::Debug {
     fn lower(&self);
 }
 
-/// Run `f` with `privilege` raised (if any) and lowered afterwards.
-pub(crate) fn with_raised<T>(
+/// Run `f` with `privilege` raised (if any) and lowered afterwards, on
+/// every way out. The one bracket for every privileged call: the helper's
+/// own sweep uses it too.
+pub fn with_raised<T>(
     privilege: Option<&dyn Privilege>,
     f: impl FnOnce() -> nix::Result<T>,
 ) -> nix::Result<T> {

@@ -40,7 +40,7 @@ mod tempfile;
 mod wait;
 
 pub use content::{AppendMark, Holder, LockContent, MAX_CONTENT};
-pub use dir::{validate_name, FileId, FileVersion, LockDir, Privilege, NAME_MAX};
+pub use dir::{validate_name, with_raised, FileId, FileVersion, LockDir, Privilege, NAME_MAX};
 pub use dotlock::{
     acquire, check, remove_by_name, rewrite, touch_by_name, Dotlock, Event, LockState, Observer,
     Options, DEFAULT_STALE_AGE,
