@@ -203,6 +203,9 @@ impl LockGuard {
     }
 
     fn release_inner(&mut self) -> Result<()> {
+        if self.held.is_none() {
+            return Ok(());
+        }
         if std::process::id() != self.taker {
             // A forked child's copy: see `taker`. The keep-alive thread's
             // handle and the lock are the parent's and are not touched; of

@@ -280,6 +280,9 @@ impl MailboxLock {
 
     /// Release whatever is held, last taken first.
     fn release_all(&mut self) -> Result<()> {
+        if self.taken.is_empty() {
+            return Ok(());
+        }
         if std::process::id() != self.taker {
             // A forked child's copy: see `taker`. The dotlock guard knows
             // it is a copy too and leaves the dotlock alone.

@@ -31,7 +31,7 @@ use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 use crate::content::{AppendMark, Holder, LockContent, MAX_CONTENT};
 use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, Privilege};
 use crate::error::{LockError, Op, Result};
-use crate::host::{content_for, PidMode};
+use crate::host::{content_as, PidMode};
 use crate::stale::{break_stale, inspect, judge, open_lock, Broke, StaleReason};
 use crate::tempfile::TempFile;
 use crate::wait::{Backoff, Wait, Waiter};
@@ -143,8 +143,10 @@ pub enum LockState {
 pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
     validate_name(name)?;
     let privilege = opts.privilege.as_deref();
-    let content = content_for(opts.pid_mode);
-    let mut temp = TempFile::create(dir, &content.render(), opts.mode, privilege)?;
+    // Our pid, read once: the content, the temporary name and the taker.
+    let me = std::process::id();
+    let content = content_as(opts.pid_mode, me);
+    let mut temp = TempFile::create(dir, me, &content.render(), opts.mode, privilege)?;
     let mut waiter = Waiter::new(dir, name, opts.wait, opts.backoff, opts.interrupt.clone());
     let mut fs_clock = None;
     let mut last_seen = None;
@@ -167,7 +169,7 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
                 id: ours,
                 content,
                 privilege: opts.privilege.clone(),
-                taker: std::process::id(),
+                taker: me,
             });
         }
         // Not ours. A failure other than "exists" (or a lost reply's EIO)
@@ -247,7 +249,8 @@ fn fs_now(dir: &LockDir, opts: &Options) -> Result<SystemTime> {
     if let Some(now) = dir.recent_fs_now() {
         return Ok(now);
     }
-    let probe = TempFile::create(dir, b"", opts.mode, opts.privilege.as_deref())?;
+    let me = std::process::id();
+    let probe = TempFile::create(dir, me, b"", opts.mode, opts.privilege.as_deref())?;
     let st = probe.stat()?;
     dir.record_fs_clock(mtime(&st), probe.written_at);
     Ok(mtime(&st) + probe.written_at.elapsed())
@@ -364,7 +367,8 @@ impl Drop for Dotlock {
         // parent's: the child's copy only closes its descriptor. (An
         // explicit `release` in the child is a deliberate hand-over and
         // proceeds.)
-        if std::process::id() != self.taker {
+        // (Released or leaked already: nothing to do, no pid to read.)
+        if self.fd.is_none() || std::process::id() != self.taker {
             return;
         }
         let _ = self.release_inner();

@@ -53,15 +53,21 @@ pub enum PidMode {
 
 /// The content spoollock writes for a lock naming `mode`'s process.
 pub fn content_for(mode: PidMode) -> LockContent {
+    content_as(mode, std::process::id())
+}
+
+/// [`content_for`] in the process `me` (the caller's own pid, read once
+/// on the lock path).
+pub(crate) fn content_as(mode: PidMode, me: u32) -> LockContent {
     let local = local_host();
     let pid = match mode {
-        PidMode::Own => Some(std::process::id()),
+        PidMode::Own => Some(me),
         PidMode::Parent => u32::try_from(nix::unistd::getppid().as_raw()).ok(),
         PidMode::Pid(pid) => Some(pid),
         PidMode::None => None,
     };
     let start = match (mode, pid) {
-        (PidMode::Own, _) => own_start_time(),
+        (PidMode::Own, _) => own_start_time(me),
         (_, Some(pid)) => match process_state(pid) {
             ProcState::Alive { start } => start,
             _ => None,
@@ -81,14 +87,13 @@ pub fn content_for(mode: PidMode) -> LockContent {
 /// inherits the cache but has a start time of its own, and a lock naming
 /// the child's pid with the parent's start time would look like a reused
 /// pid, stale at once, and be broken while the child holds it.
-fn own_start_time() -> Option<u64> {
+fn own_start_time(pid: u32) -> Option<u64> {
     // Two atomics rather than a lock, which a fork could inherit held. The
     // start is stored before the pid that vouches for it; threads racing
     // to fill the cache store the same values.
     static PID: AtomicU32 = AtomicU32::new(0);
     static START: AtomicU64 = AtomicU64::new(NO_START);
     const NO_START: u64 = u64::MAX;
-    let pid = std::process::id();
     if PID.load(Ordering::Acquire) == pid {
         let start = START.load(Ordering::Relaxed);
         return (start != NO_START).then_some(start);

@@ -235,7 +235,7 @@ pub fn break_stale_interleaved(
         return Err(LockError::NotRegularFile);
     }
     between();
-    let aside = temp_name(".stale");
+    let aside = temp_name(std::process::id(), ".stale");
     let moved = with_raised(privilege, || renameat(dir, name, dir, aside.as_os_str()));
     // Decide by what is at the private name, not by rename's return value
     // (a retransmitted rename after a lost reply reports ENOENT).

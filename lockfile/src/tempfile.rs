@@ -39,14 +39,12 @@ pub(crate) fn random_u64() -> u64 {
     h.finish()
 }
 
-pub(crate) fn temp_name(suffix: &str) -> OsString {
+/// A fresh temporary name of process `me` (its pid, read once by the
+/// caller).
+pub(crate) fn temp_name(me: u32, suffix: &str) -> OsString {
     let host = &local_host().host;
     let host = &host[..host.len().min(HOST_PART)];
-    let mut name = format!(
-        ".lk{:x}.{:016x}.{host}{suffix}",
-        std::process::id(),
-        random_u64()
-    );
+    let mut name = format!(".lk{me:x}.{:016x}.{host}{suffix}", random_u64());
     name.truncate(MAX_TEMP_NAME);
     OsString::from_vec(name.into_bytes())
 }
@@ -64,9 +62,11 @@ pub(crate) struct TempFile<'a> {
 }
 
 impl<'a> TempFile<'a> {
-    /// Create a new temporary file with exactly `mode` and `content`.
+    /// Create a new temporary file of process `me` with exactly `mode`
+    /// and `content`.
     pub fn create(
         dir: &'a LockDir,
+        me: u32,
         content: &[u8],
         mode: u32,
         privilege: Option<&'a dyn Privilege>,
@@ -80,7 +80,7 @@ impl<'a> TempFile<'a> {
         let mode = Mode::from_bits_truncate(mode);
         let mut attempts = 0;
         let (name, fd) = loop {
-            let name = temp_name("");
+            let name = temp_name(me, "");
             match with_raised(privilege, || openat(dir, name.as_os_str(), flags, mode)) {
                 Ok(fd) => break (name, fd),
                 Err(Errno::EEXIST) if attempts < 8 => {
