@@ -86,14 +86,17 @@ verdict() { awk "BEGIN { exit !($1) }" && echo met || echo MISSED; }
 # --- 1. uncontended acquire + release, in-process ---------------------------
 
 say "[1/3] uncontended acquire+release, $UNCONTENDED_CYCLES cycles x $ROUNDS rounds each, alternating ..."
-rust_runs=() c_runs=()
+rust_runs=() c_runs=() named_runs=()
 for ((r = 0; r < ROUNDS; r++)); do
 	rust_runs+=("$("$RUST_DRIVER" uncontended "$WORK" "$UNCONTENDED_CYCLES" | field ns_per_cycle)")
+	# The same with the named temporary file NFS and FUSE get (COMPARE_NAMED).
+	named_runs+=("$(COMPARE_NAMED=1 "$RUST_DRIVER" uncontended "$WORK" "$UNCONTENDED_CYCLES" | field ns_per_cycle)")
 	if [[ $LIBLOCKFILE == yes ]]; then
 		c_runs+=("$("$C_DRIVER" uncontended "$WORK" "$UNCONTENDED_CYCLES" | field ns_per_cycle)")
 	fi
 done
 UNC_RUST=$(printf '%s\n' "${rust_runs[@]}" | median)
+UNC_NAMED=$(printf '%s\n' "${named_runs[@]}" | median)
 UNC_C=$( ((${#c_runs[@]})) && printf '%s\n' "${c_runs[@]}" | median || true)
 
 # --- 2. contended, through the command line tools ----------------------------
@@ -203,8 +206,12 @@ if [[ -n $UNC_C ]]; then
 else
 	row "uncontended acquire+release, per cycle" "$(us "$UNC_RUST") us" "$na" "$na" "<= 1.0x" "-"
 fi
+if [[ -n $UNC_C ]]; then
+	row "  the same, named temporary file (NFS path)" "$(us "$UNC_NAMED") us" "$(us "$UNC_C") us" \
+		"$(calc %.2f "$UNC_NAMED / $UNC_C")x the time" "" ""
+fi
 rounds() { local v; (($#)) || { echo "n/a"; return; }; for v; do printf '%s ' "$(us "$v")"; done; echo us; }
-echo "    (median of $ROUNDS rounds of $UNCONTENDED_CYCLES cycles; spoollock rounds: $(rounds "${rust_runs[@]}"); liblockfile: $(rounds "${c_runs[@]}"))"
+echo "    (median of $ROUNDS rounds of $UNCONTENDED_CYCLES cycles; spoollock rounds: $(rounds "${rust_runs[@]}"); named: $(rounds "${named_runs[@]}"); liblockfile: $(rounds "${c_runs[@]}"))"
 
 if [[ $LIBLOCKFILE == yes ]]; then
 	ratio=$(calc %.1f "$CLI_D_WALL / $CLI_S_WALL")

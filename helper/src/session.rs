@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -389,10 +390,12 @@ impl Session {
         Ok((index, dir))
     }
 
-    fn options(&self, stale_age: Duration) -> Options {
+    /// Options for one `acquire`; `broke` is set when it breaks a stale lock.
+    fn options(&self, stale_age: Duration, broke: Arc<AtomicBool>) -> Options {
         let audit = self.audit.clone();
         let observer: Observer = Arc::new(move |event: &Event| {
             if let Event::BrokeStale(holder, reason) = event {
+                broke.store(true, Ordering::Relaxed);
                 let mut fields = holder_fields(holder);
                 fields.push(("reason", reason.to_string()));
                 record(&audit, Class::Release, "break-stale", "removed", &fields);
@@ -438,7 +441,8 @@ impl Session {
         };
         fields.push(("mode", if detached { "detached" } else { "session" }.into()));
         fields.push(("wait", describe_wait(req.wait)));
-        let mut opts = self.options(stale_age);
+        let broke = Arc::new(AtomicBool::new(false));
+        let mut opts = self.options(stale_age, broke.clone());
         opts.pid_mode = pid_mode;
         opts.wait = match req.wait {
             WaitSpec::NoWait => Wait::NoWait,
@@ -463,18 +467,25 @@ impl Session {
             }
         }
         let name = policy::lock_name(&self.caller().login);
-        // Sweep the caller's dead temporaries before the first lock in this
-        // spool (helpers killed while waiting) and again after it: a helper
-        // killed between `link` and unlinking its temporary file leaves it
-        // with two links until its stale lock is broken, which `acquire`
-        // has then just done.
+        // The caller's dead temporaries, which the caller cannot remove
+        // (see `sweep`). With named temporary files (NFS), any helper
+        // killed while waiting leaves one: sweep before the first lock in
+        // this spool and again after it (a helper killed between `link` and
+        // unlinking its temporary file leaves it with two links until its
+        // stale lock is broken, which `acquire` has then just done). With
+        // anonymous ones (local file systems) a dead helper leaves nothing
+        // but its lock, or an aside file if it died breaking one: sweep
+        // only after breaking a stale lock, the sign that a helper died.
+        // A spool of thousands of mailboxes is then not read through on
+        // every lock.
+        let named = !dir.anonymous_temps();
         let first = !self.swept.contains(&index);
-        if first {
+        if first && named {
             self.swept.push(index);
             self.sweep(index, &dir);
         }
         let lock = acquire(&dir, name.as_ref(), &opts).map_err(refusal_of)?;
-        if first {
+        if (first && named) || broke.load(Ordering::Relaxed) {
             self.sweep(index, &dir);
         }
         let info = LockInfo {
@@ -551,7 +562,10 @@ impl Session {
         let name = policy::lock_name(&self.caller().login);
         ensure_present(&dir, &name)?;
         let uid = self.caller().uid.as_raw();
-        let opts = self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()));
+        let opts = self.options(
+            Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()),
+            Arc::default(),
+        );
         remove_by_name(&dir, name.as_ref(), &opts, |_, owner| owner == uid).map_err(refusal_of)?;
         Ok(Reply::Unlocked)
     }
@@ -559,7 +573,10 @@ impl Session {
     fn check(&mut self, target: &Target, fields: &mut Fields) -> Result<Reply, Refusal> {
         let (_, dir) = self.prepare(target, fields)?;
         let name = policy::lock_name(&self.caller().login);
-        let opts = self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()));
+        let opts = self.options(
+            Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()),
+            Arc::default(),
+        );
         let status = match check(&dir, name.as_ref(), &opts).map_err(refusal_of)? {
             LockState::Free => LockStatus::Free,
             LockState::Held(holder) => LockStatus::Held(holder_info(&holder)),

@@ -1,10 +1,13 @@
-//! Removing the caller's leftovers: a helper killed (SIGKILL, or SIGSTOP
-//! then SIGKILL) between creating its temporary file and unlinking it
-//! leaves `.lk<pid>.<random>.<host>` in the spool, which the caller cannot
-//! remove (the spool is not theirs to write). After its first lock in a
-//! spool (so that a dead helper's stale lock, which shares the temporary
-//! file's inode, has been broken), the helper removes such files when they
-//! are provably dead:
+//! Removing the caller's leftovers: on NFS, a helper killed (SIGKILL, or
+//! SIGSTOP then SIGKILL) between creating its named temporary file and
+//! unlinking it leaves `.lk<pid>.<random>.<host>` in the spool, and on any
+//! spool a helper killed while breaking a stale lock leaves the lock it
+//! moved aside (`.lk<pid>.<random>.<host>.stale`); the caller cannot remove
+//! either (the spool is not theirs to write). When the session decides a
+//! dead helper may have left some (see `Session::lock`), and after the lock
+//! was taken (so that a dead helper's stale lock, which shares the
+//! temporary file's inode, has been broken), the helper removes such files
+//! when they are provably dead:
 //!
 //! - the name has the lockfile crate's temporary form and names this host;
 //! - the process it names no longer exists;

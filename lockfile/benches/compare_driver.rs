@@ -43,8 +43,15 @@ fn no_wait() -> Options {
     }
 }
 
+/// The directory; with `COMPARE_NAMED=1` in the environment, with named
+/// temporary files even where anonymous ones work.
 fn open_dir(dir: &str) -> LockDir {
-    LockDir::open(Path::new(dir)).unwrap_or_else(|e| die(&format!("cannot open {dir}: {e}")))
+    let opened =
+        LockDir::open(Path::new(dir)).unwrap_or_else(|e| die(&format!("cannot open {dir}: {e}")));
+    if std::env::var_os("COMPARE_NAMED").is_some_and(|v| v == "1") {
+        opened.use_named_temps();
+    }
+    opened
 }
 
 fn die(msg: &str) -> ! {

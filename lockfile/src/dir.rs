@@ -6,7 +6,8 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -42,6 +43,10 @@ struct DirInner {
     /// The file system's clock as last read here: (its time, our
     /// monotonic instant then). Saves `check` a probe file per call.
     fs_clock: Mutex<Option<(SystemTime, Instant)>>,
+    /// Temporary files may be anonymous (`O_TMPFILE`, linked through
+    /// `/proc/self/fd`): a local file system and the kernel's procfs, until
+    /// the first attempt says otherwise.
+    anonymous: AtomicBool,
 }
 
 /// How long a file-system clock reading is reused before a new one.
@@ -68,8 +73,31 @@ impl LockDir {
                 local,
                 inotify: Mutex::new(None),
                 fs_clock: Mutex::new(None),
+                anonymous: AtomicBool::new(local && proc_is_procfs()),
             }),
         }
+    }
+
+    /// True when temporary files here are anonymous (`O_TMPFILE`): they
+    /// have no name until `link` gives them the lock's, so no process
+    /// killed at any point can leave one behind. Only on the local file
+    /// systems of [`is_local_fs`]; NFS and FUSE keep the named temporary
+    /// file of the classic algorithm.
+    pub fn anonymous_temps(&self) -> bool {
+        self.inner.anonymous.load(Ordering::Relaxed)
+    }
+
+    /// Use the classic named temporary file here even where anonymous
+    /// ones work: for comparisons and tests of that path (it is what NFS
+    /// and FUSE directories always use).
+    pub fn use_named_temps(&self) {
+        self.no_anonymous_temps();
+    }
+
+    /// The kernel or file system refused an anonymous temporary file (or
+    /// the link through `/proc`): named ones from now on.
+    pub(crate) fn no_anonymous_temps(&self) {
+        self.inner.anonymous.store(false, Ordering::Relaxed);
     }
 
     /// True when `fstatat` of a name here is authoritative (a local file
@@ -159,6 +187,17 @@ pub fn with_raised<T>(
 
 /// File systems whose metadata lives on this machine: no client cache can
 /// show a name pointing at an inode it no longer points at.
+/// Whether `/proc/self/fd` is the kernel's procfs, through which an
+/// anonymous temporary file is linked (checked once per process: it is a
+/// mount, and only root changes mounts).
+fn proc_is_procfs() -> bool {
+    use nix::sys::statfs::{statfs, PROC_SUPER_MAGIC};
+    static PROCFS: OnceLock<bool> = OnceLock::new();
+    *PROCFS.get_or_init(|| {
+        statfs("/proc/self/fd").is_ok_and(|fs| fs.filesystem_type() == PROC_SUPER_MAGIC)
+    })
+}
+
 fn is_local_fs(fd: &OwnedFd) -> bool {
     use nix::sys::statfs::{
         fstatfs, BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, EXT3_SUPER_MAGIC, EXT4_SUPER_MAGIC,

@@ -26,7 +26,7 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 use nix::sys::stat::{fstat, futimens};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
+use nix::unistd::{unlinkat, UnlinkatFlags};
 
 use crate::content::{AppendMark, Holder, LockContent, MAX_CONTENT};
 use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, Privilege};
@@ -154,13 +154,20 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
 
     loop {
         temp.refresh_if_old()?;
-        let linked = with_raised(privilege, || {
-            linkat(dir, temp.name(), dir, name, nix::fcntl::AtFlags::empty())
-        });
+        let linked = temp.link_to(name);
+        if linked == Err(Errno::ENOENT) && temp.is_anonymous() {
+            // procfs would not resolve our own descriptor: named
+            // temporary files from now on in this directory.
+            dir.no_anonymous_temps();
+            temp = TempFile::create(dir, me, &content.render(), opts.mode, privilege)?;
+            continue;
+        }
         let temp_st = temp.stat()?;
         let ours = FileId::of(&temp_st);
         let at_name = absent_ok(dir.stat(name), Op::Stat)?;
-        if at_name.as_ref().map(FileId::of) == Some(ours) && temp_st.st_nlink == 2 {
+        if at_name.as_ref().map(FileId::of) == Some(ours)
+            && temp_st.st_nlink == temp.links_when_locked()
+        {
             temp.ensure_mode(&temp_st, opts.mode);
             return Ok(Dotlock {
                 dir: dir.clone(),

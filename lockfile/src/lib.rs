@@ -7,7 +7,11 @@
 //!
 //! - [`acquire`] takes a lock with the temp-file + `link` + identity-check
 //!   algorithm, breaking stale locks safely and waiting with bounded,
-//!   jittered backoff woken early by inotify;
+//!   jittered backoff woken early by inotify. On local file systems the
+//!   temporary file is anonymous (`O_TMPFILE`, linked through
+//!   `/proc/self/fd`, decided by the same identity check with one link
+//!   fewer), so a process killed at any point leaves no temporary file; on
+//!   NFS and FUSE it is the classic named file (see `tempfile.rs`);
 //! - [`Dotlock`] is a held lock: [`Dotlock::touch`], [`Dotlock::release`];
 //! - [`check`] reports whether a lock is free, held or stale;
 //! - [`LockContent`] is the lock file format and a parser for what any

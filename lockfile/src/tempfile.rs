@@ -1,22 +1,31 @@
 //! The unique temporary file that becomes the lock by `link`.
 //!
-//! Its name is `.lk<pid>.<random>.<host>`, bounded to [`MAX_TEMP_NAME`]
-//! bytes whatever the host name, so it fits wherever the lock name fits.
-//! The guard unlinks the name on every path out.
+//! On the local file systems where the kernel offers it (see
+//! [`LockDir::anonymous_temps`]) the file is anonymous: `O_TMPFILE` creates
+//! an inode with no name, and `linkat` through `/proc/self/fd/N` gives it
+//! the lock's name and nothing else. No process killed at any point leaves
+//! a temporary file behind, there is no name to remove afterwards (one
+//! directory change fewer per lock), and the identity check is the same
+//! with one link fewer (`st_nlink == 1` once linked).
+//!
+//! Elsewhere (NFS, FUSE, no procfs) it is the classic named file,
+//! `.lk<pid>.<random>.<host>`, bounded to [`MAX_TEMP_NAME`] bytes whatever
+//! the host name, so it fits wherever the lock name fits. The guard unlinks
+//! the name on every path out.
 
 use std::collections::hash_map::RandomState;
 use std::ffi::{OsStr, OsString};
 use std::hash::{BuildHasher, Hasher};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
+use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fchmod, fstat, futimens, FileStat, Mode};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{unlinkat, UnlinkatFlags};
+use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 
 use crate::dir::{with_raised, LockDir, Privilege};
 use crate::error::{LockError, Op, Result};
@@ -54,7 +63,8 @@ pub(crate) fn temp_name(me: u32, suffix: &str) -> OsString {
 pub(crate) struct TempFile<'a> {
     dir: &'a LockDir,
     privilege: Option<&'a dyn Privilege>,
-    name: OsString,
+    /// `None` for an anonymous file, which has no name to remove.
+    name: Option<OsString>,
     fd: Option<OwnedFd>,
     /// When the content was written, by the monotonic clock; together
     /// with the file's mtime this gives the file system's "now" later.
@@ -71,28 +81,12 @@ impl<'a> TempFile<'a> {
         mode: u32,
         privilege: Option<&'a dyn Privilege>,
     ) -> Result<TempFile<'a>> {
-        let flags = OFlag::O_WRONLY
-            | OFlag::O_CREAT
-            | OFlag::O_EXCL
-            | OFlag::O_NOFOLLOW
-            | OFlag::O_CLOEXEC
-            | OFlag::O_NOCTTY;
         let mode = Mode::from_bits_truncate(mode);
-        let mut attempts = 0;
-        let (name, fd) = loop {
-            let name = temp_name(me, "");
-            match with_raised(privilege, || openat(dir, name.as_os_str(), flags, mode)) {
-                Ok(fd) => break (name, fd),
-                Err(Errno::EEXIST) if attempts < 8 => {
-                    // Nobody else picks a fresh 64-bit random name: this is
-                    // our own create, performed but answered EEXIST (a lost
-                    // NFS reply). Remove it before trying another name.
-                    let _ = with_raised(privilege, || {
-                        unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
-                    });
-                    attempts += 1;
-                }
-                Err(errno) => return Err(LockError::from_errno(Op::CreateTemp, errno)),
+        let (name, fd) = match Self::create_anonymous(dir, mode, privilege)? {
+            Some(fd) => (None, fd),
+            None => {
+                let (name, fd) = Self::create_named(dir, me, mode, privilege)?;
+                (Some(name), fd)
             }
         };
         let mut temp = TempFile {
@@ -105,6 +99,61 @@ impl<'a> TempFile<'a> {
         temp.write_all(content)?;
         temp.written_at = Instant::now();
         Ok(temp)
+    }
+
+    /// An anonymous temporary file, or `None` when this directory does not
+    /// take them (from now on, named ones are used here).
+    fn create_anonymous(
+        dir: &LockDir,
+        mode: Mode,
+        privilege: Option<&dyn Privilege>,
+    ) -> Result<Option<OwnedFd>> {
+        if !dir.anonymous_temps() {
+            return Ok(None);
+        }
+        let flags = OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+        match with_raised(privilege, || openat(dir, ".", flags, mode)) {
+            Ok(fd) => Ok(Some(fd)),
+            // The file system (EOPNOTSUPP) or an old kernel (EISDIR: it
+            // took the flag for O_DIRECTORY) does not have O_TMPFILE.
+            Err(Errno::EOPNOTSUPP | Errno::EISDIR | Errno::EINVAL) => {
+                dir.no_anonymous_temps();
+                Ok(None)
+            }
+            Err(errno) => Err(LockError::from_errno(Op::CreateTemp, errno)),
+        }
+    }
+
+    /// A named temporary file with a fresh random name.
+    fn create_named(
+        dir: &LockDir,
+        me: u32,
+        mode: Mode,
+        privilege: Option<&dyn Privilege>,
+    ) -> Result<(OsString, OwnedFd)> {
+        let flags = OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC
+            | OFlag::O_NOCTTY;
+        let mut attempts = 0;
+        loop {
+            let name = temp_name(me, "");
+            match with_raised(privilege, || openat(dir, name.as_os_str(), flags, mode)) {
+                Ok(fd) => return Ok((name, fd)),
+                Err(Errno::EEXIST) if attempts < 8 => {
+                    // Nobody else picks a fresh 64-bit random name: this is
+                    // our own create, performed but answered EEXIST (a lost
+                    // NFS reply). Remove it before trying another name.
+                    let _ = with_raised(privilege, || {
+                        unlinkat(dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                    });
+                    attempts += 1;
+                }
+                Err(errno) => return Err(LockError::from_errno(Op::CreateTemp, errno)),
+            }
+        }
     }
 
     fn write_all(&self, mut content: &[u8]) -> Result<()> {
@@ -143,8 +192,43 @@ impl<'a> TempFile<'a> {
         Ok(())
     }
 
-    pub fn name(&self) -> &OsStr {
-        &self.name
+    /// `link` this file to `name` in its directory; the result is only a
+    /// hint (see the identity check in `acquire`).
+    pub fn link_to(&self, name: &OsStr) -> nix::Result<()> {
+        match &self.name {
+            Some(temp) => with_raised(self.privilege, || {
+                linkat(self.dir, temp.as_os_str(), self.dir, name, AtFlags::empty())
+            }),
+            None => {
+                // The magic link names the open file itself, whatever
+                // happens to any path meanwhile.
+                let own = format!("/proc/self/fd/{}", self.fd().as_raw_fd());
+                with_raised(self.privilege, || {
+                    linkat(
+                        self.dir,
+                        own.as_str(),
+                        self.dir,
+                        name,
+                        AtFlags::AT_SYMLINK_FOLLOW,
+                    )
+                })
+            }
+        }
+    }
+
+    /// The link count the file has once `link_to` made it the lock: its
+    /// temporary name and the lock's, or the lock's alone.
+    pub fn links_when_locked(&self) -> u64 {
+        if self.name.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// True for an anonymous file.
+    pub fn is_anonymous(&self) -> bool {
+        self.name.is_none()
     }
 
     pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -169,10 +253,13 @@ impl<'a> TempFile<'a> {
     }
 
     fn unlink_name(&mut self) {
+        let Some(name) = &self.name else {
+            return; // anonymous: closing the descriptor is all it takes
+        };
         // Best effort: on NFS a lost reply reports ENOENT for a removal that
         // happened; any other failure leaves a `.lk*` file, never a lock.
         let _ = with_raised(self.privilege, || {
-            unlinkat(self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+            unlinkat(self.dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
         });
     }
 }

@@ -5,6 +5,10 @@
 //!
 //! The append is deliberately not atomic (read the size, yield, write at
 //! that offset), so two holders at once lose records.
+//!
+//! Half the workers use anonymous temporary files (`O_TMPFILE`, the
+//! default on a local file system) and half the classic named ones (what
+//! NFS and FUSE get), so the two ways of making a lock contend here.
 
 mod common;
 
@@ -36,6 +40,9 @@ fn exclusion_worker() {
     let (dir, id) = spec.split_once('|').unwrap();
     let dir = Path::new(dir);
     let lock_dir = LockDir::open(dir).unwrap();
+    if id.parse::<usize>().unwrap() % 2 == 1 {
+        lock_dir.use_named_temps();
+    }
     let data = OpenOptions::new()
         .read(true)
         .write(true)
