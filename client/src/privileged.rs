@@ -12,6 +12,7 @@
 //! protocol of `spoollock-protocol`; its session lock lives as long as our
 //! end of the pipe is open, so it dies with this process whatever happens.
 
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -19,13 +20,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
-use nix::unistd::{access, getuid, AccessFlags};
+use nix::unistd::{access, getuid, AccessFlags, User};
 use spoollock_lockfile::{
     AppendMark, LockContent, LockError, StaleReason, Wait, DEFAULT_STALE_AGE,
 };
 use spoollock_protocol::{
-    paths, read_frame, write_frame, FsOp, Hello, HolderInfo, LockMode, LockRequest, LockStatus,
-    Refusal, Reply, Request, SessionInfo, SpoolSel, StaleKind, Target, WaitSpec, Welcome,
+    codec::encode, paths, read_frame, write_frame, FsOp, Hello, HolderInfo, LockMode, LockRequest,
+    LockStatus, Refusal, Reply, Request, SessionInfo, SpoolSel, StaleKind, Target, WaitSpec,
+    Welcome,
 };
 
 use crate::error::{Error, Result};
@@ -151,6 +153,14 @@ pub struct HelperSession {
 impl HelperSession {
     /// Spawn the helper and do the version handshake.
     fn start() -> Result<HelperSession> {
+        let mut session = HelperSession::spawn()?;
+        session.send(&Hello::current())?;
+        session.handshake()?;
+        Ok(session)
+    }
+
+    /// Spawn the helper, with nothing said yet.
+    fn spawn() -> Result<HelperSession> {
         let helper = installed_helper()?;
         let mut child = Command::new(&helper.path)
             .env_clear()
@@ -161,7 +171,7 @@ impl HelperSession {
             .map_err(|e| Error::Helper(format!("cannot run {}: {e}", helper.path.display())))?;
         let to_helper = child.stdin.take().expect("piped stdin");
         let from_helper = child.stdout.take().expect("piped stdout");
-        let mut session = HelperSession {
+        Ok(HelperSession {
             child,
             to_helper: Some(to_helper),
             from_helper,
@@ -172,8 +182,12 @@ impl HelperSession {
                 helper_pid: 0,
                 spools: Vec::new(),
             },
-        };
-        session.send(&Hello::current())?;
+        })
+    }
+
+    /// The helper's answers to our hello: its version, then who we are.
+    fn handshake(&mut self) -> Result<()> {
+        let session = self;
         let welcome: Welcome = session.receive()?;
         if !welcome.accepted {
             return Err(Error::Helper(format!(
@@ -187,7 +201,7 @@ impl HelperSession {
             Reply::Error(refusal) => return Err(refused(refusal)),
             other => return Err(protocol_error(&other)),
         }
-        Ok(session)
+        Ok(())
     }
 
     /// Lock `target` (which must be `<spool>/<login>.lock`) through a new
@@ -198,42 +212,48 @@ impl HelperSession {
         stale_age: std::time::Duration,
         mode: LockMode,
     ) -> Result<HelperSession> {
-        let mut session = HelperSession::start()?;
-        session.target = session.target_for(target)?;
-        let request = LockRequest {
-            target: session.target.clone(),
-            wait: wait_spec(wait),
-            mode,
-            stale_age_secs: (stale_age != DEFAULT_STALE_AGE)
-                .then(|| stale_age.as_secs().min(u32::MAX as u64) as u32),
+        let request = |target: Target| {
+            Request::Lock(LockRequest {
+                target,
+                wait: wait_spec(wait),
+                mode,
+                stale_age_secs: (stale_age != DEFAULT_STALE_AGE)
+                    .then(|| stale_age.as_secs().min(u32::MAX as u64) as u32),
+            })
         };
-        match session.call(&Request::Lock(request))? {
+        // Our login as the password database gives it here is the one the
+        // helper will find: then the hello and the lock request go in one
+        // write, and the helper answers both without waiting for us (a
+        // refused hello ends the session before the request is read; a
+        // mismatch would be refused by the helper, which decides).
+        let own_target = match User::from_uid(getuid()) {
+            Ok(Some(user)) => Some(target_for_login(target, &user.name)?),
+            _ => None,
+        };
+        let mut session = HelperSession::spawn()?;
+        let reply = if let Some(own_target) = own_target {
+            session.target = own_target;
+            let mut both = encode(&Hello::current()).map_err(codec_error)?;
+            both.extend(encode(&request(session.target.clone())).map_err(codec_error)?);
+            session.send_raw(&both)?;
+            session.handshake()?;
+            session.receive()?
+        } else {
+            session.send(&Hello::current())?;
+            session.handshake()?;
+            session.target = target_for_login(target, &session.info.login)?;
+            session.call(&request(session.target.clone()))?
+        };
+        match reply {
             Reply::Locked(_) => Ok(session),
             Reply::Error(refusal) => Err(refused(refusal)),
             other => Err(protocol_error(&other)),
         }
     }
 
-    /// Map a lock path to the helper's terms: the spool directory, and the
-    /// caller's login as the mailbox, refusing anything else up front.
+    /// [`target_for_login`] with the login the helper reported.
     fn target_for(&self, target: &LockTarget) -> Result<Target> {
-        let mailbox = target
-            .name
-            .as_bytes()
-            .strip_suffix(b".lock")
-            .filter(|m| *m == self.info.login.as_bytes())
-            .ok_or_else(|| {
-                Error::Helper(format!(
-                    "{}: on this spool only your own mailbox lock ({}.lock) can be made",
-                    target.path().display(),
-                    self.info.login
-                ))
-            })?;
-        let spool = std::fs::canonicalize(&target.dir)?;
-        Ok(Target {
-            spool: SpoolSel::Path(spool.to_string_lossy().into_owned()),
-            mailbox: Some(String::from_utf8_lossy(mailbox).into_owned()),
-        })
+        target_for_login(target, &self.info.login)
     }
 
     /// Record (or clear) an append in progress in our lock file. The file
@@ -281,14 +301,18 @@ impl HelperSession {
         }
     }
 
-    /// Remove the lock and end the session.
+    /// Remove the lock and end the session: the unlock request and the
+    /// goodbye in one write, then both answers.
     pub fn release(mut self) -> Result<()> {
-        let unlocked = match self.call(&Request::Unlock(self.target.clone()))? {
+        let mut both = encode(&Request::Unlock(self.target.clone())).map_err(codec_error)?;
+        both.extend(encode(&Request::Bye).map_err(codec_error)?);
+        self.send_raw(&both)?;
+        let unlocked = match self.receive()? {
             Reply::Unlocked => Ok(()),
             Reply::Error(refusal) => Err(refused(refusal)),
             other => Err(protocol_error(&other)),
         };
-        let _ = self.call(&Request::Bye);
+        let _ = self.receive::<Reply>();
         self.finish();
         unlocked
     }
@@ -324,6 +348,16 @@ impl HelperSession {
             .as_mut()
             .ok_or_else(|| Error::Helper("helper session already closed".into()))?;
         write_frame(pipe, msg).map_err(|e| Error::Helper(format!("talking to the helper: {e}")))
+    }
+
+    /// Frames already encoded, in one write.
+    fn send_raw(&mut self, frames: &[u8]) -> Result<()> {
+        let pipe = self
+            .to_helper
+            .as_mut()
+            .ok_or_else(|| Error::Helper("helper session already closed".into()))?;
+        pipe.write_all(frames)
+            .map_err(|e| Error::Helper(format!("talking to the helper: {e}")))
     }
 
     fn receive<T: spoollock_protocol::Frame>(&mut self) -> Result<T> {
@@ -385,6 +419,31 @@ pub(crate) fn check(target: &LockTarget) -> Result<LockState> {
     };
     let _ = session.call(&Request::Bye);
     Ok(state)
+}
+
+/// Map a lock path to the helper's terms: the spool directory, and
+/// `login` as the mailbox, refusing anything else up front.
+fn target_for_login(target: &LockTarget, login: &str) -> Result<Target> {
+    let mailbox = target
+        .name
+        .as_bytes()
+        .strip_suffix(b".lock")
+        .filter(|m| *m == login.as_bytes())
+        .ok_or_else(|| {
+            Error::Helper(format!(
+                "{}: on this spool only your own mailbox lock ({login}.lock) can be made",
+                target.path().display(),
+            ))
+        })?;
+    let spool = std::fs::canonicalize(&target.dir)?;
+    Ok(Target {
+        spool: SpoolSel::Path(spool.to_string_lossy().into_owned()),
+        mailbox: Some(String::from_utf8_lossy(mailbox).into_owned()),
+    })
+}
+
+fn codec_error(e: spoollock_protocol::CodecError) -> Error {
+    Error::Helper(format!("encoding a request: {e}"))
 }
 
 fn wait_spec(wait: Wait) -> WaitSpec {

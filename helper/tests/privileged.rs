@@ -2310,6 +2310,9 @@ fn measure_client(args: &[String]) {
         out
     };
     let pipelined = frames(&[session_lock(), Request::Bye]);
+    let hello_and_lock = frames(&[session_lock()]);
+    let mut unlock_and_bye = encode(&Request::Unlock(target())).unwrap();
+    unlock_and_bye.extend(encode(&Request::Bye).unwrap());
 
     // 1. Spawn + lock + release + exit.
     let (mut h, mut d, mut f, mut lib) = (vec![], vec![], vec![], vec![]);
@@ -2335,20 +2338,19 @@ fn measure_client(args: &[String]) {
         run_quiet(&mut Command::new(floor));
         let floor_time = t.elapsed();
 
-        // As the spoollock library drives it: each step waits for its reply.
+        // As the spoollock library drives it: hello and lock in one write,
+        // their answers, then (the lock held) unlock and bye in one write.
         let t = Instant::now();
         let (mut child, mut input, mut output) = spawn_piped(helper);
-        write_frame(&mut input, &Hello::current()).unwrap();
+        input.write_all(&hello_and_lock).unwrap();
         let _: Welcome = read_frame(&mut output).unwrap();
         assert!(matches!(read_frame(&mut output).unwrap(), Reply::Ready(_)));
-        write_frame(&mut input, &session_lock()).unwrap();
         assert!(matches!(read_frame(&mut output).unwrap(), Reply::Locked(_)));
-        write_frame(&mut input, &Request::Unlock(target())).unwrap();
+        input.write_all(&unlock_and_bye).unwrap();
         assert_eq!(
             read_frame::<_, Reply>(&mut output).unwrap(),
             Reply::Unlocked
         );
-        write_frame(&mut input, &Request::Bye).unwrap();
         assert_eq!(read_frame::<_, Reply>(&mut output).unwrap(), Reply::Bye);
         drop(input);
         assert!(child.wait().unwrap().success());
@@ -2370,7 +2372,7 @@ fn measure_client(args: &[String]) {
         helper_med.as_secs_f64() / dotlockfile_med.as_secs_f64()
     );
     show("exec floor: `true` installed the same way", f);
-    show("helper as the library drives it (4 round trips)", lib);
+    show("helper as the library drives it (2 round trips)", lib);
 
     // 2. Repeated lock/release in one session.
     let in_session = |label: &str| {
