@@ -226,8 +226,10 @@ impl HelperSession {
         // write, and the helper answers both without waiting for us (a
         // refused hello ends the session before the request is read; a
         // mismatch would be refused by the helper, which decides).
+        // A name that is not ours by our own lookup goes the long way: the
+        // helper's login decides (our lookup may differ from its own).
         let own_target = match User::from_uid(getuid()) {
-            Ok(Some(user)) => Some(target_for_login(target, &user.name)?),
+            Ok(Some(user)) => target_for_login(target, &user.name).ok(),
             _ => None,
         };
         let mut session = HelperSession::spawn()?;

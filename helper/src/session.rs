@@ -468,26 +468,23 @@ impl Session {
         }
         let name = policy::lock_name(&self.caller().login);
         // The caller's dead temporaries, which the caller cannot remove
-        // (see `sweep`). With named temporary files (NFS), any helper
-        // killed while waiting leaves one: sweep before the first lock in
-        // this spool and again after it (a helper killed between `link` and
-        // unlinking its temporary file leaves it with two links until its
-        // stale lock is broken, which `acquire` has then just done). With
-        // anonymous ones (local file systems) a dead helper leaves nothing
-        // but its lock, or an aside file if it died breaking one: sweep
-        // only after breaking a stale lock, the sign that a helper died.
-        // A spool of thousands of mailboxes is then not read through on
-        // every lock.
-        let named = !dir.anonymous_temps();
+        // (see `sweep`): swept once per spool in every session, after the
+        // first attempt there, whatever its outcome (a helper killed
+        // between `link` and unlinking its named temporary file leaves it
+        // linked to its stale lock until that lock is broken, which the
+        // attempt has then done), and again after any attempt that broke a
+        // stale lock. On a local spool the temporary files are anonymous,
+        // so what a dead helper leaves is its lock and, killed while
+        // breaking one, the lock it moved aside.
         let first = !self.swept.contains(&index);
-        if first && named {
+        if first {
             self.swept.push(index);
+        }
+        let acquired = acquire(&dir, name.as_ref(), &opts);
+        if first || broke.load(Ordering::Relaxed) {
             self.sweep(index, &dir);
         }
-        let lock = acquire(&dir, name.as_ref(), &opts).map_err(refusal_of)?;
-        if (first && named) || broke.load(Ordering::Relaxed) {
-            self.sweep(index, &dir);
-        }
+        let lock = acquired.map_err(refusal_of)?;
         let info = LockInfo {
             spool: self.spools[index].clone(),
             name,

@@ -1874,8 +1874,8 @@ fn sweeps_only_dead_temporaries_of_the_caller(env: &Env) {
         format!(".lk{dead:x}.8899aabbccddeeff.elsewhere"),
         env.caller.uid,
     );
-    // On a local spool the helper sweeps after breaking a stale lock, the
-    // sign that a helper died there: plant the caller's, an hour old.
+    // A dead helper's lock, an hour old: broken by this lock, which also
+    // sweeps (as every session's first lock in a spool does).
     let stale = plant(format!("{CALLER}.lock"), env.caller.uid);
     fs::File::options()
         .write(true)
@@ -1894,23 +1894,6 @@ fn sweeps_only_dead_temporaries_of_the_caller(env: &Env) {
     assert!(dead_theirs.exists() && live_mine.exists() && other_host.exists());
     env.wait_log(mark, &["mail.info", "op=break-stale", "result=removed"]);
     env.wait_log(mark, &["mail.info", "op=cleanup", "result=removed"]);
-}
-
-fn no_sweep_without_a_dead_helper(env: &Env) {
-    // Anonymous temporary files on the tmpfs spool: a lock that breaks
-    // nothing does not read through the spool, and leaves a dead
-    // temporary file alone (the next break sweeps it).
-    env.reset();
-    let mut child = Command::new("/bin/true").spawn().unwrap();
-    let dead = child.id();
-    child.wait().unwrap();
-    let p = Path::new(SPOOL).join(format!(".lk{dead:x}.0123456789abcdef.{}", hostname32()));
-    fs::write(&p, b"1\n").unwrap();
-    chown(&p, Some(env.caller.uid), Some(env.mail_gid)).unwrap();
-    let (mut c, _) = Client::open(env, &env.caller);
-    expect_locked(c.call(&session_lock()));
-    bye(c);
-    assert!(p.exists(), "swept although no stale lock was broken");
 }
 
 /// The host name as temporary file names carry it (at most 32 bytes,
@@ -2520,10 +2503,6 @@ const SCENARIOS: &[Scenario] = &[
     (
         "sweeps_only_dead_temporaries_of_the_caller",
         sweeps_only_dead_temporaries_of_the_caller,
-    ),
-    (
-        "no_sweep_without_a_dead_helper",
-        no_sweep_without_a_dead_helper,
     ),
     ("log_injection", log_injection),
     ("refuses_to_run_unprivileged", refuses_to_run_unprivileged),

@@ -185,8 +185,6 @@ pub fn with_raised<T>(
     f()
 }
 
-/// File systems whose metadata lives on this machine: no client cache can
-/// show a name pointing at an inode it no longer points at.
 /// Whether `/proc/self/fd` is the kernel's procfs, through which an
 /// anonymous temporary file is linked (checked once per process: it is a
 /// mount, and only root changes mounts).
@@ -198,6 +196,8 @@ fn proc_is_procfs() -> bool {
     })
 }
 
+/// File systems whose metadata lives on this machine: no client cache can
+/// show a name pointing at an inode it no longer points at.
 fn is_local_fs(fd: &OwnedFd) -> bool {
     use nix::sys::statfs::{
         fstatfs, BTRFS_SUPER_MAGIC, EXT2_SUPER_MAGIC, EXT3_SUPER_MAGIC, EXT4_SUPER_MAGIC,

@@ -151,22 +151,34 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
     let mut fs_clock = None;
     let mut last_seen = None;
     let mut vanished = 0u32;
+    // Whether `link` reported success for the current temporary file.
+    let mut linked_before = false;
 
     loop {
         temp.refresh_if_old()?;
         let linked = temp.link_to(name);
         if linked == Err(Errno::ENOENT) && temp.is_anonymous() {
-            // procfs would not resolve our own descriptor: named
-            // temporary files from now on in this directory.
-            dir.no_anonymous_temps();
+            if !linked_before {
+                // procfs would not resolve our own descriptor: named
+                // temporary files from now on in this directory.
+                dir.no_anonymous_temps();
+            }
+            // Otherwise our file was linked once and has lost that name
+            // since (removed by its owner or a breaker): once unlinked, an
+            // anonymous file cannot be linked again. A fresh one.
             temp = TempFile::create(dir, me, &content.render(), opts.mode, privilege)?;
+            linked_before = false;
             continue;
         }
+        linked_before |= linked.is_ok();
         let temp_st = temp.stat()?;
         let ours = FileId::of(&temp_st);
         let at_name = absent_ok(dir.stat(name), Op::Stat)?;
+        // At least the links we made: a breaker that moved our file aside
+        // (and could not put it back because we had linked it again) holds
+        // one more, and the lock is still ours.
         if at_name.as_ref().map(FileId::of) == Some(ours)
-            && temp_st.st_nlink == temp.links_when_locked()
+            && temp_st.st_nlink >= temp.links_when_locked()
         {
             temp.ensure_mode(&temp_st, opts.mode);
             return Ok(Dotlock {
@@ -408,7 +420,7 @@ pub fn remove_by_name(
 /// says; elsewhere (NFS, FUSE) through a fresh open, which revalidates the
 /// client's caches where `fstatat` may not; a lock we may not read, or
 /// something that is not a regular file, is then looked at with `fstatat`.
-fn current_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
+pub(crate) fn current_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
     if dir.stat_is_fresh() {
         return stat_id(dir, name);
     }

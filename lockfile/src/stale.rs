@@ -36,6 +36,7 @@ use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 
 use crate::content::{Holder, LockContent, MAX_CONTENT};
 use crate::dir::{absent_ok, is_regular, with_raised, FileVersion, LockDir, Privilege};
+use crate::dotlock::current_id;
 use crate::error::{LockError, Op, Result};
 use crate::host::{local_host, process_state, ProcState};
 use crate::tempfile::temp_name;
@@ -274,12 +275,20 @@ pub fn break_stale_interleaved(
 /// Link `aside` back to `name` and drop the private name, but only once
 /// the link worked: if it did not (someone took the free name in the
 /// window), the moved file stays under its private name rather than
-/// being destroyed.
+/// being destroyed. When the name is taken by the very file we moved (its
+/// holder found the name free and linked its own file again), the private
+/// name is an extra link of that lock: dropped too, so it neither lingers
+/// nor confuses the holder's link count.
 fn put_back(dir: &LockDir, aside: &OsStr, name: &OsStr, privilege: Option<&dyn Privilege>) {
     let linked = with_raised(privilege, || {
         linkat(dir, aside, dir, name, nix::fcntl::AtFlags::empty())
     });
-    if linked.is_ok() {
+    let relinked_by_holder = linked == Err(Errno::EEXIST)
+        && matches!(
+            (current_id(dir, aside), current_id(dir, name)),
+            (Ok(Some(a)), Ok(Some(n))) if a == n
+        );
+    if linked.is_ok() || relinked_by_holder {
         let _ = with_raised(privilege, || {
             unlinkat(dir, aside, UnlinkatFlags::NoRemoveDir)
         });
