@@ -25,9 +25,8 @@ use spoollock_lockfile::{
     AppendMark, LockContent, LockError, StaleReason, Wait, DEFAULT_STALE_AGE,
 };
 use spoollock_protocol::{
-    codec::encode, paths, read_frame, write_frame, FsOp, Hello, HolderInfo, LockMode, LockRequest,
-    LockStatus, Refusal, Reply, Request, SessionInfo, SpoolSel, StaleKind, Target, WaitSpec,
-    Welcome,
+    codec::encode, paths, read_frame, FsOp, Hello, HolderInfo, LockMode, LockRequest, LockStatus,
+    Refusal, Reply, Request, SessionInfo, SpoolSel, StaleKind, Target, WaitSpec, Welcome,
 };
 
 use crate::error::{Error, Result};
@@ -187,8 +186,7 @@ impl HelperSession {
 
     /// The helper's answers to our hello: its version, then who we are.
     fn handshake(&mut self) -> Result<()> {
-        let session = self;
-        let welcome: Welcome = session.receive()?;
+        let welcome: Welcome = self.receive()?;
         if !welcome.accepted {
             return Err(Error::Helper(format!(
                 "helper speaks protocol version {}, this library {}",
@@ -196,8 +194,8 @@ impl HelperSession {
                 spoollock_protocol::PROTOCOL_VERSION
             )));
         }
-        match session.receive::<Reply>()? {
-            Reply::Ready(info) => session.info = info,
+        match self.receive::<Reply>()? {
+            Reply::Ready(info) => self.info = info,
             Reply::Error(refusal) => return Err(refused(refusal)),
             other => return Err(protocol_error(&other)),
         }
@@ -221,30 +219,33 @@ impl HelperSession {
                     .then(|| stale_age.as_secs().min(u32::MAX as u64) as u32),
             })
         };
-        // Our login as the password database gives it here is the one the
-        // helper will find: then the hello and the lock request go in one
-        // write, and the helper answers both without waiting for us (a
-        // refused hello ends the session before the request is read; a
-        // mismatch would be refused by the helper, which decides).
-        // A name that is not ours by our own lookup goes the long way: the
-        // helper's login decides (our lookup may differ from its own).
+        // When the caller's own login (by our password lookup) names the
+        // target, the hello and the lock request go in one write and the
+        // helper answers both without waiting for us: a refused hello ends
+        // the session before the request is read, and the helper, whose
+        // lookup decides, refuses a login that is not the caller's.
+        // Otherwise the long way: the helper's login names the target.
         let own_target = match User::from_uid(getuid()) {
             Ok(Some(user)) => target_for_login(target, &user.name).ok(),
             _ => None,
         };
-        let mut session = HelperSession::spawn()?;
-        let reply = if let Some(own_target) = own_target {
-            session.target = own_target;
-            let mut both = encode(&Hello::current()).map_err(codec_error)?;
-            both.extend(encode(&request(session.target.clone())).map_err(codec_error)?);
-            session.send_raw(&both)?;
-            session.handshake()?;
-            session.receive()?
-        } else {
-            session.send(&Hello::current())?;
-            session.handshake()?;
-            session.target = target_for_login(target, &session.info.login)?;
-            session.call(&request(session.target.clone()))?
+        let (session, reply) = match own_target {
+            Some(own_target) => {
+                let mut session = HelperSession::spawn()?;
+                let mut both = encode(&Hello::current()).map_err(codec_error)?;
+                both.extend(encode(&request(own_target.clone())).map_err(codec_error)?);
+                session.target = own_target;
+                session.send_raw(&both)?;
+                session.handshake()?;
+                let reply = session.receive()?;
+                (session, reply)
+            }
+            None => {
+                let mut session = HelperSession::start()?;
+                session.target = session.target_for(target)?;
+                let reply = session.call(&request(session.target.clone()))?;
+                (session, reply)
+            }
         };
         match reply {
             Reply::Locked(_) => Ok(session),
@@ -345,11 +346,7 @@ impl HelperSession {
     }
 
     fn send<T: spoollock_protocol::Frame>(&mut self, msg: &T) -> Result<()> {
-        let pipe = self
-            .to_helper
-            .as_mut()
-            .ok_or_else(|| Error::Helper("helper session already closed".into()))?;
-        write_frame(pipe, msg).map_err(|e| Error::Helper(format!("talking to the helper: {e}")))
+        self.send_raw(&encode(msg).map_err(codec_error)?)
     }
 
     /// Frames already encoded, in one write.

@@ -80,6 +80,9 @@ pub struct Session {
     lost: Option<usize>,
     /// Spools already swept of the caller's dead temporary files.
     swept: Vec<usize>,
+    /// Set by the observer when a lock operation broke a stale lock: a
+    /// dead helper was here, and may have left files (see `lock`).
+    broke_stale: Arc<AtomicBool>,
     /// Spools opened and checked in this session, by index: the checks
     /// hold for the descriptor (the directory cannot be swapped under it),
     /// so a session checks each spool once.
@@ -112,6 +115,7 @@ impl Session {
             held: None,
             lost: None,
             swept: Vec::new(),
+            broke_stale: Arc::default(),
             opened: Vec::new(),
         })
     }
@@ -390,12 +394,12 @@ impl Session {
         Ok((index, dir))
     }
 
-    /// Options for one `acquire`; `broke` is set when it breaks a stale lock.
-    fn options(&self, stale_age: Duration, broke: Arc<AtomicBool>) -> Options {
+    fn options(&self, stale_age: Duration) -> Options {
         let audit = self.audit.clone();
+        let broke_stale = self.broke_stale.clone();
         let observer: Observer = Arc::new(move |event: &Event| {
             if let Event::BrokeStale(holder, reason) = event {
-                broke.store(true, Ordering::Relaxed);
+                broke_stale.store(true, Ordering::Relaxed);
                 let mut fields = holder_fields(holder);
                 fields.push(("reason", reason.to_string()));
                 record(&audit, Class::Release, "break-stale", "removed", &fields);
@@ -441,8 +445,7 @@ impl Session {
         };
         fields.push(("mode", if detached { "detached" } else { "session" }.into()));
         fields.push(("wait", describe_wait(req.wait)));
-        let broke = Arc::new(AtomicBool::new(false));
-        let mut opts = self.options(stale_age, broke.clone());
+        let mut opts = self.options(stale_age);
         opts.pid_mode = pid_mode;
         opts.wait = match req.wait {
             WaitSpec::NoWait => Wait::NoWait,
@@ -480,8 +483,9 @@ impl Session {
         if first {
             self.swept.push(index);
         }
+        self.broke_stale.store(false, Ordering::Relaxed);
         let acquired = acquire(&dir, name.as_ref(), &opts);
-        if first || broke.load(Ordering::Relaxed) {
+        if first || self.broke_stale.load(Ordering::Relaxed) {
             self.sweep(index, &dir);
         }
         let lock = acquired.map_err(refusal_of)?;
@@ -506,12 +510,18 @@ impl Session {
     }
 
     /// Remove the caller's dead temporary files from spool `index`, with
-    /// an audit record for each.
+    /// an audit record for each removed and each that could not be.
     fn sweep(&self, index: usize, dir: &LockDir) {
         let uid = self.caller().uid.as_raw();
-        for removed in sweep::sweep(dir, uid, &*self.privilege) {
-            let fields = vec![("spool", self.spools[index].clone()), ("name", removed)];
+        let swept = sweep::sweep(dir, uid, &*self.privilege);
+        let spool = || ("spool", self.spools[index].clone());
+        for name in swept.removed {
+            let fields = vec![spool(), ("name", name)];
             record(&self.audit, Class::Release, "cleanup", "removed", &fields);
+        }
+        for (name, errno) in swept.failed {
+            let fields = vec![spool(), ("name", name), ("error", errno.desc().into())];
+            record(&self.audit, Class::Failure, "cleanup", "failed", &fields);
         }
     }
 
@@ -559,10 +569,7 @@ impl Session {
         let name = policy::lock_name(&self.caller().login);
         ensure_present(&dir, &name)?;
         let uid = self.caller().uid.as_raw();
-        let opts = self.options(
-            Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()),
-            Arc::default(),
-        );
+        let opts = self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()));
         remove_by_name(&dir, name.as_ref(), &opts, |_, owner| owner == uid).map_err(refusal_of)?;
         Ok(Reply::Unlocked)
     }
@@ -570,10 +577,7 @@ impl Session {
     fn check(&mut self, target: &Target, fields: &mut Fields) -> Result<Reply, Refusal> {
         let (_, dir) = self.prepare(target, fields)?;
         let name = policy::lock_name(&self.caller().login);
-        let opts = self.options(
-            Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()),
-            Arc::default(),
-        );
+        let opts = self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()));
         let status = match check(&dir, name.as_ref(), &opts).map_err(refusal_of)? {
             LockState::Free => LockStatus::Free,
             LockState::Held(holder) => LockStatus::Held(holder_info(&holder)),

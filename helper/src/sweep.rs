@@ -4,10 +4,11 @@
 //! spool a helper killed while breaking a stale lock leaves the lock it
 //! moved aside (`.lk<pid>.<random>.<host>.stale`); the caller cannot remove
 //! either (the spool is not theirs to write). When the session decides a
-//! dead helper may have left some (see `Session::lock`), and after the lock
-//! was taken (so that a dead helper's stale lock, which shares the
-//! temporary file's inode, has been broken), the helper removes such files
-//! when they are provably dead:
+//! dead helper may have left some (once per spool in every session, and
+//! after breaking a stale lock; see `Session::lock`), always after a lock
+//! attempt (so that a dead helper's stale lock, which shares the temporary
+//! file's inode, has been broken), the helper removes such files when they
+//! are provably dead:
 //!
 //! - the name has the lockfile crate's temporary form and names this host;
 //! - the process it names no longer exists;
@@ -17,6 +18,7 @@
 //! touched.
 
 use nix::dir::Dir;
+use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
@@ -55,17 +57,36 @@ pub fn temp_owner(name: &str, host: &str) -> Option<u32> {
     u32::from_str_radix(pid, 16).ok()
 }
 
-/// Remove the caller's dead temporary files from `dir`; the names removed.
-pub fn sweep(dir: &LockDir, caller_uid: u32, privilege: &dyn Privilege) -> Vec<String> {
-    let mut removed = Vec::new();
+/// What a sweep did: the names removed, and those it should have removed
+/// but could not (with why; `.` when the spool could not be listed).
+#[derive(Debug, Default)]
+pub struct Swept {
+    pub removed: Vec<String>,
+    pub failed: Vec<(String, Errno)>,
+}
+
+/// Remove the caller's dead temporary files from `dir`.
+pub fn sweep(dir: &LockDir, caller_uid: u32, privilege: &dyn Privilege) -> Swept {
+    let mut swept = Swept::default();
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let Ok(mut listing) = Dir::openat(dir, ".", flags, Mode::empty()) else {
-        return removed;
+    let mut listing = match Dir::openat(dir, ".", flags, Mode::empty()) {
+        Ok(listing) => listing,
+        Err(errno) => {
+            swept.failed.push((".".into(), errno));
+            return swept;
+        }
     };
     let host = &local_host().host;
     let me = std::process::id();
     let mut candidates = Vec::new();
-    for entry in listing.iter().take(MAX_SCAN).flatten() {
+    for entry in listing.iter().take(MAX_SCAN) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(errno) => {
+                swept.failed.push((".".into(), errno));
+                break;
+            }
+        };
         let Ok(name) = entry.file_name().to_str() else {
             continue;
         };
@@ -79,22 +100,29 @@ pub fn sweep(dir: &LockDir, caller_uid: u32, privilege: &dyn Privilege) -> Vec<S
         if process_state(pid) != ProcState::Gone {
             continue;
         }
-        let Ok(st) = fstatat(dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
-            continue;
+        let st = match fstatat(dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Gone meanwhile (another session of the caller swept it).
+            Err(Errno::ENOENT) => continue,
+            Err(errno) => {
+                swept.failed.push((name, errno));
+                continue;
+            }
         };
         if !is_kind(&st, SFlag::S_IFREG) || st.st_uid != caller_uid || st.st_nlink != 1 {
             continue;
         }
         // The lockfile crate's bracket: lowered again on every way out,
         // including a raise that failed half-way.
-        let unlinked = with_raised(Some(privilege), || {
+        match with_raised(Some(privilege), || {
             unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir)
-        });
-        if unlinked.is_ok() {
-            removed.push(name);
+        }) {
+            Ok(()) => swept.removed.push(name),
+            Err(Errno::ENOENT) => {}
+            Err(errno) => swept.failed.push((name, errno)),
         }
     }
-    removed
+    swept
 }
 
 #[cfg(test)]
@@ -134,5 +162,55 @@ mod tests {
         ] {
             assert_eq!(temp_owner(other, host), None, "{other}");
         }
+    }
+
+    /// A privilege that can never be raised.
+    #[derive(Debug)]
+    struct Unraisable;
+
+    impl Privilege for Unraisable {
+        fn raise(&self) -> nix::Result<()> {
+            Err(Errno::EPERM)
+        }
+        fn lower(&self) {}
+    }
+
+    /// A privilege that changes nothing.
+    #[derive(Debug)]
+    struct Unprivileged;
+
+    impl Privilege for Unprivileged {
+        fn raise(&self) -> nix::Result<()> {
+            Ok(())
+        }
+        fn lower(&self) {}
+    }
+
+    #[test]
+    fn a_dead_file_that_cannot_be_removed_is_reported() {
+        let dir = std::env::temp_dir().join(format!("spoollock-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let host = &local_host().host;
+        let name = format!(
+            ".lk{dead:x}.0123456789abcdef.{}",
+            &host[..host.len().min(32)]
+        );
+        std::fs::write(dir.join(&name), b"1\n").unwrap();
+        let uid = nix::unistd::getuid().as_raw();
+        let lock_dir = LockDir::open(&dir).unwrap();
+
+        let swept = sweep(&lock_dir, uid, &Unraisable);
+        assert!(swept.removed.is_empty());
+        assert_eq!(swept.failed, vec![(name.clone(), Errno::EPERM)]);
+        assert!(dir.join(&name).exists());
+
+        let swept = sweep(&lock_dir, uid, &Unprivileged);
+        assert_eq!(swept.removed, vec![name.clone()]);
+        assert!(swept.failed.is_empty());
+        assert!(!dir.join(&name).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -108,8 +108,7 @@ impl LockDir {
 
     /// The `/proc/self/fd` path of this directory, for APIs that take a path.
     pub(crate) fn proc_path(&self) -> String {
-        use std::os::fd::AsRawFd;
-        format!("/proc/self/fd/{}", self.inner.fd.as_raw_fd())
+        proc_fd_path(self.inner.fd.as_fd())
     }
 
     /// Take the kept inotify instance, if any.
@@ -183,6 +182,13 @@ pub fn with_raised<T>(
     let _lower = Lower(p);
     p.raise()?;
     f()
+}
+
+/// `/proc/self/fd/N` for our descriptor `fd`: a path that names the open
+/// file itself, whatever happens to any other path meanwhile.
+pub(crate) fn proc_fd_path(fd: BorrowedFd<'_>) -> String {
+    use std::os::fd::AsRawFd;
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
 /// Whether `/proc/self/fd` is the kernel's procfs, through which an

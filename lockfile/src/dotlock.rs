@@ -23,8 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::Mode;
-use nix::sys::stat::{fstat, futimens};
+use nix::sys::stat::{fstat, futimens, Mode};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
@@ -151,26 +150,15 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
     let mut fs_clock = None;
     let mut last_seen = None;
     let mut vanished = 0u32;
-    // Whether `link` reported success for the current temporary file.
-    let mut linked_before = false;
 
     loop {
         temp.refresh_if_old()?;
         let linked = temp.link_to(name);
         if linked == Err(Errno::ENOENT) && temp.is_anonymous() {
-            if !linked_before {
-                // procfs would not resolve our own descriptor: named
-                // temporary files from now on in this directory.
-                dir.no_anonymous_temps();
-            }
-            // Otherwise our file was linked once and has lost that name
-            // since (removed by its owner or a breaker): once unlinked, an
-            // anonymous file cannot be linked again. A fresh one.
+            // It cannot be linked (see `link_to`): a fresh one.
             temp = TempFile::create(dir, me, &content.render(), opts.mode, privilege)?;
-            linked_before = false;
             continue;
         }
-        linked_before |= linked.is_ok();
         let temp_st = temp.stat()?;
         let ours = FileId::of(&temp_st);
         let at_name = absent_ok(dir.stat(name), Op::Stat)?;
@@ -358,10 +346,9 @@ impl Dotlock {
         // Close first: on NFS, unlinking a file we still hold open would
         // leave a `.nfsXXXX` file behind in the spool.
         drop(fd);
-        // Is the name still ours? Asked through a fresh open: on NFS a
-        // `stat` may be answered from the client's caches with our old
-        // lock after it was broken and re-taken by somebody else.
-        if current_id(&self.dir, &self.name)? != Some(self.id) {
+        // Is the name still ours? (Through a fresh open on NFS, see
+        // `is_held`.)
+        if !self.is_held()? {
             return Err(LockError::NotOurs);
         }
         let removed = with_raised(self.privilege.as_deref(), || {
@@ -382,11 +369,11 @@ impl Dotlock {
 
 impl Drop for Dotlock {
     fn drop(&mut self) {
-        // In a child forked while the lock was held, the lock is still the
+        // Released or leaked already: nothing to do, no pid to read. In a
+        // child forked while the lock was held, the lock is still the
         // parent's: the child's copy only closes its descriptor. (An
         // explicit `release` in the child is a deliberate hand-over and
         // proceeds.)
-        // (Released or leaked already: nothing to do, no pid to read.)
         if self.fd.is_none() || std::process::id() != self.taker {
             return;
         }

@@ -16,7 +16,7 @@
 use std::collections::hash_map::RandomState;
 use std::ffi::{OsStr, OsString};
 use std::hash::{BuildHasher, Hasher};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -27,7 +27,7 @@ use nix::sys::stat::{fchmod, fstat, futimens, FileStat, Mode};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 
-use crate::dir::{with_raised, LockDir, Privilege};
+use crate::dir::{proc_fd_path, with_raised, LockDir, Privilege};
 use crate::error::{LockError, Op, Result};
 use crate::host::local_host;
 
@@ -66,6 +66,9 @@ pub(crate) struct TempFile<'a> {
     /// `None` for an anonymous file, which has no name to remove.
     name: Option<OsString>,
     fd: Option<OwnedFd>,
+    /// `link_to` reported success once: an anonymous file that has lost
+    /// that name since cannot be linked again.
+    linked: bool,
     /// When the content was written, by the monotonic clock; together
     /// with the file's mtime this gives the file system's "now" later.
     pub written_at: Instant,
@@ -94,6 +97,7 @@ impl<'a> TempFile<'a> {
             privilege,
             name,
             fd: Some(fd),
+            linked: false,
             written_at: Instant::now(),
         };
         temp.write_all(content)?;
@@ -193,17 +197,20 @@ impl<'a> TempFile<'a> {
     }
 
     /// `link` this file to `name` in its directory; the result is only a
-    /// hint (see the identity check in `acquire`).
-    pub fn link_to(&self, name: &OsStr) -> nix::Result<()> {
-        match &self.name {
+    /// hint (see the identity check in `acquire`). `ENOENT` for an
+    /// anonymous file means it cannot be linked (again): the caller makes
+    /// a fresh temporary file. If it was never linked, procfs would not
+    /// resolve our own descriptor, and this directory gets named files from
+    /// now on; otherwise it was linked and has lost that name since
+    /// (removed by its owner or a breaker).
+    pub fn link_to(&mut self, name: &OsStr) -> nix::Result<()> {
+        let linked = match &self.name {
             Some(temp) => with_raised(self.privilege, || {
                 linkat(self.dir, temp.as_os_str(), self.dir, name, AtFlags::empty())
             }),
             None => {
-                // The magic link names the open file itself, whatever
-                // happens to any path meanwhile.
-                let own = format!("/proc/self/fd/{}", self.fd().as_raw_fd());
-                with_raised(self.privilege, || {
+                let own = proc_fd_path(self.fd());
+                let linked = with_raised(self.privilege, || {
                     linkat(
                         self.dir,
                         own.as_str(),
@@ -211,9 +218,15 @@ impl<'a> TempFile<'a> {
                         name,
                         AtFlags::AT_SYMLINK_FOLLOW,
                     )
-                })
+                });
+                if linked == Err(Errno::ENOENT) && !self.linked {
+                    self.dir.no_anonymous_temps();
+                }
+                linked
             }
-        }
+        };
+        self.linked |= linked.is_ok();
+        linked
     }
 
     /// The link count the file has once `link_to` made it the lock: its
