@@ -15,12 +15,8 @@ use spoollock_protocol::{LockStatus, Reply};
 
 #[test]
 fn sessions_keep_their_promises() {
-    let spool = match Spool::create() {
-        Ok(spool) => spool,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(spool) = Spool::create_or_skip() else {
+        return;
     };
     let config = ProptestConfig {
         cases: 2000,
@@ -56,12 +52,8 @@ fn sessions_keep_their_promises() {
 /// every run, whatever proptest draws.
 #[test]
 fn every_stage_with_a_full_script() {
-    let spool = match Spool::create() {
-        Ok(spool) => spool,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(spool) = Spool::create_or_skip() else {
+        return;
     };
     // Lock (default spool, no wait, session), touch, check, unlock, lock
     // detached with a timeout, check, bye.

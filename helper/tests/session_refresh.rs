@@ -25,12 +25,8 @@ use spoollock_protocol::{
 
 #[test]
 fn a_quiet_session_lock_is_refreshed() {
-    let spool = match Spool::create() {
-        Ok(spool) => spool,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some(spool) = Spool::create_or_skip() else {
+        return;
     };
     let (requests, mut client_out) = std::io::pipe().expect("pipe");
     let (mut client_in, replies) = std::io::pipe().expect("pipe");

@@ -57,3 +57,18 @@ pub fn monotonic_ns() -> u64 {
 pub fn fuse_unavailable() -> Option<String> {
     nfs_sim::unavailable_reason()
 }
+
+/// A scratch tree for two simulated NFS clients of one server: `backing/`
+/// (the server's directory) and the mount points `a/` and `b/`. `None`,
+/// with the reason printed, where FUSE cannot be used.
+pub fn two_client_scratch(tag: &str) -> Option<Scratch> {
+    if let Some(reason) = fuse_unavailable() {
+        eprintln!("skipping: {reason}");
+        return None;
+    }
+    let scratch = Scratch::new(tag);
+    for d in ["backing", "a", "b"] {
+        std::fs::create_dir_all(scratch.path().join(d)).unwrap();
+    }
+    Some(scratch)
+}

@@ -26,18 +26,13 @@ use nfs_sim::{Mount, SimConfig};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use spoollock_lockfile::stale::{break_stale, inspect};
 use spoollock_lockfile::{acquire, LockDir, Options, Wait};
-use spoollock_tests::{fuse_unavailable, Scratch};
+use spoollock_tests::two_client_scratch;
 
 #[test]
 fn a_breaker_with_a_stale_cache_never_moves_a_live_lock() {
-    if let Some(reason) = fuse_unavailable() {
-        eprintln!("skipping: {reason}");
+    let Some(scratch) = two_client_scratch("cached-recheck") else {
         return;
-    }
-    let scratch = Scratch::new("cached-recheck");
-    for d in ["backing", "a", "b"] {
-        std::fs::create_dir_all(scratch.path().join(d)).unwrap();
-    }
+    };
     let backing = scratch.path().join("backing");
     let long_cache = SimConfig {
         attr_ttl: Duration::from_secs(60),

@@ -22,18 +22,13 @@ use std::time::Duration;
 
 use nfs_sim::{Mount, SimConfig};
 use spoollock_lockfile::{acquire, LockDir, LockError, Options, Wait};
-use spoollock_tests::{fuse_unavailable, Scratch};
+use spoollock_tests::two_client_scratch;
 
 #[test]
 fn releasing_a_broken_lock_never_removes_the_new_holders_lock() {
-    if let Some(reason) = fuse_unavailable() {
-        eprintln!("skipping: {reason}");
+    let Some(scratch) = two_client_scratch("cached-release") else {
         return;
-    }
-    let scratch = Scratch::new("cached-release");
-    for d in ["backing", "a", "b"] {
-        std::fs::create_dir_all(scratch.path().join(d)).unwrap();
-    }
+    };
     let backing = scratch.path().join("backing");
     // Client A caches lookups and attributes for 30 s (acdirmin's default).
     let cache = Duration::from_secs(30);

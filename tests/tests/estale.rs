@@ -14,18 +14,13 @@ use std::sync::Arc;
 
 use nfs_sim::{Mount, SimConfig};
 use spoollock_lockfile::{acquire, check, LockDir, Options};
-use spoollock_tests::{fuse_unavailable, Scratch};
+use spoollock_tests::two_client_scratch;
 
 #[test]
 fn looking_at_a_lock_another_client_churns_never_fails_with_estale() {
-    if let Some(reason) = fuse_unavailable() {
-        eprintln!("skipping: {reason}");
+    let Some(scratch) = two_client_scratch("estale") else {
         return;
-    }
-    let scratch = Scratch::new("estale");
-    for d in ["backing", "a", "b"] {
-        std::fs::create_dir_all(scratch.path().join(d)).unwrap();
-    }
+    };
     let backing = scratch.path().join("backing");
     let a = Mount::new(&backing, &scratch.path().join("a"), SimConfig::default()).unwrap();
     // B revalidates every lookup, so it opens what is there right now.

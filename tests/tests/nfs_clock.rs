@@ -18,7 +18,7 @@ use std::time::Duration;
 use nfs_sim::{Mount, SimConfig};
 use spoollock_lockfile::{acquire, Event, LockDir, Options, Wait};
 use spoollock_tests::naive::{NaiveLock, NaiveStats};
-use spoollock_tests::{fuse_unavailable, monotonic_ns, Scratch};
+use spoollock_tests::{monotonic_ns, two_client_scratch, Scratch};
 
 const STALE_AGE: Duration = Duration::from_secs(2);
 /// The holder keeps the lock this many refresh periods (well past the
@@ -33,14 +33,7 @@ struct Clients {
 }
 
 fn clients(b_config: SimConfig) -> Option<Clients> {
-    if let Some(reason) = fuse_unavailable() {
-        eprintln!("skipping: {reason}");
-        return None;
-    }
-    let scratch = Scratch::new("nfs-clock");
-    for d in ["backing", "a", "b"] {
-        std::fs::create_dir_all(scratch.path().join(d)).unwrap();
-    }
+    let scratch = two_client_scratch("nfs-clock")?;
     let backing = scratch.path().join("backing");
     let a = Mount::new(&backing, &scratch.path().join("a"), SimConfig::default()).unwrap();
     let b = Mount::new(&backing, &scratch.path().join("b"), b_config).unwrap();

@@ -75,6 +75,14 @@ pub struct Spool {
 }
 
 impl Spool {
+    /// A fresh spool tree, or `None` with the reason printed (for tests,
+    /// which then skip).
+    pub fn create_or_skip() -> Option<Spool> {
+        Spool::create()
+            .map_err(|why| eprintln!("skipped: {why}"))
+            .ok()
+    }
+
     /// A fresh spool tree, or why there cannot be one here.
     pub fn create() -> Result<Spool, String> {
         if !nix::unistd::geteuid().is_root() {
