@@ -16,6 +16,10 @@ pub enum Error {
     NoMailbox(String),
     /// The spool needs the setgid helper, and it is missing or unusable.
     Helper(String),
+    /// The mailbox was replaced or removed again and again while it was
+    /// being locked, or after it was locked (by a program that ignores
+    /// both locks): nothing was written.
+    MailboxReplaced(std::path::PathBuf),
     /// Any other I/O failure (running a command, opening a mailbox).
     Io(std::io::Error),
 }
@@ -34,6 +38,11 @@ impl fmt::Display for Error {
             Error::BadPath(why) => write!(f, "bad path: {why}"),
             Error::NoMailbox(why) => write!(f, "cannot find your mailbox: {why}"),
             Error::Helper(why) => f.write_str(why),
+            Error::MailboxReplaced(path) => write!(
+                f,
+                "{}: the mailbox was replaced or removed under the locks; not written",
+                path.display()
+            ),
             Error::Io(e) => e.fmt(f),
         }
     }

@@ -58,4 +58,4 @@ pub use guard::{lock_detached, lock_state, touch_by_name, unlock_by_name, LockGu
 pub use mailbox::{MailboxLock, MailboxOptions, Order};
 pub use record_lock::{LockKind, RecordLockFlavor};
 pub use spoollock_lockfile::{Event, Holder, LockState, PidMode, StaleReason, Wait};
-pub use target::{login, own_mailbox, LockTarget, SPOOL_DIRS};
+pub use target::{login, own_mailbox, spool_owner, LockTarget, SPOOL_DIRS};

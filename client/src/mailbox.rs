@@ -8,14 +8,42 @@
 //! within its deadline. Two programs using opposite orders therefore cannot
 //! deadlock. See [`crate::record_lock`] for which fcntl locks are used and
 //! the "closing a descriptor drops the lock" pitfall they avoid.
+//!
+//! # The mailbox may change while we wait
+//!
+//! Mail programs rewrite an mbox through a new file renamed over it
+//! (mailutils' `movemail`, MUAs expunging) or remove it when it is empty
+//! (mutt's `save_empty=no`), holding only the dotlock or only the fcntl
+//! lock. A locker that waited across that holds its fcntl lock on, and would
+//! append to, a file that no longer has the name. So once every lock is
+//! held, [`MailboxLock`] looks the name up afresh (relative to the
+//! directory descriptor, no symlink followed; on NFS and FUSE through a new
+//! `open`, which revalidates the client's caches) and compares device and
+//! inode with the file it opened; if they differ, it releases everything,
+//! opens the mailbox again and starts over within the same wait policy.
+//!
+//! # File systems that cannot fcntl-lock
+//!
+//! An NFS server without lock support answers fcntl locks with `ENOLCK`.
+//! The dotlock exists for exactly that case: the mailbox is then locked by
+//! the dotlock alone, and [`Event::NoRecordLocks`] says so once.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use spoollock_lockfile::{AppendMark, Event, LockError, LockState, Observer, Wait};
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fchmod, Mode};
+use nix::unistd::{fchown, Gid, Uid};
+use spoollock_lockfile::{
+    current_id, AppendMark, Event, FileId, LockContent, LockDir, LockError, LockState, Observer,
+    Wait,
+};
 
 use crate::error::{Error, Result};
 use crate::guard::{lock_state, LockGuard, LockOptions};
@@ -49,8 +77,14 @@ pub struct MailboxOptions {
     /// Read (shared fcntl lock, read-only descriptor) or write. The dotlock
     /// is exclusive either way: dotlocks have no shared mode.
     pub kind: LockKind,
-    /// Create the mailbox with this mode if it does not exist.
+    /// Create the mailbox with this mode if it does not exist (the
+    /// process's umask applies unless `create_owner` is set).
     pub create: Option<u32>,
+    /// Give a mailbox this call creates to this owner and group, with
+    /// exactly the `create` mode (the umask does not apply). Changing the
+    /// owner needs root; see [`crate::spool_owner`] for what a root MDA
+    /// should use in a mail spool.
+    pub create_owner: Option<(u32, u32)>,
 }
 
 impl Default for MailboxOptions {
@@ -62,6 +96,7 @@ impl Default for MailboxOptions {
             fcntl: true,
             kind: LockKind::Write,
             create: None,
+            create_owner: None,
         }
     }
 }
@@ -111,31 +146,42 @@ pub struct MailboxLock {
     /// lock belongs to the open file both share), so the child's copy
     /// unlocks nothing.
     taker: u32,
+    /// The mailbox's directory and its name there: it is opened and looked
+    /// up again relative to this descriptor.
+    dir: LockDir,
+    name: OsString,
+    /// The file system refused fcntl locks: the dotlock alone.
+    no_record_locks: bool,
 }
+
+/// How often the mailbox may turn out replaced once locked before we give
+/// up: each time, another program held a lock and rewrote it, so this is
+/// only a guard against a loop that makes no progress.
+const MAX_REPLACED: u32 = 1000;
 
 impl MailboxLock {
     /// Open (or create) `path` and lock it with the configured locks.
+    ///
+    /// When this returns, every lock is held and `path` names the file
+    /// they are on (see the module docs): a mailbox replaced or removed
+    /// while we waited is opened again (created again if `create` says
+    /// so) and locked anew, within the same wait policy.
     pub fn open(path: &Path, opts: &MailboxOptions) -> Result<MailboxLock> {
         let target = LockTarget::for_file(path)?;
-        let file = open_mailbox(path, opts)?;
-        let mut order = match opts.order {
-            Order::FcntlThenDotlock => vec![Which::Fcntl, Which::Dotlock],
-            Order::DotlockThenFcntl => vec![Which::Dotlock, Which::Fcntl],
-        };
-        order.retain(|w| match w {
-            Which::Dotlock => opts.dotlock,
-            Which::Fcntl => opts.fcntl && file.is_some(),
-        });
+        let name = path.file_name().expect("LockTarget checked it").to_owned();
         let mut lock = MailboxLock {
             path: path.to_owned(),
             dotlock: None,
             record: None,
-            file,
+            file: None,
             taken: Vec::new(),
             size: 0,
             lock_path: target.path(),
             broken_marks: Arc::default(),
             taker: std::process::id(),
+            dir: LockDir::open(&target.dir)?,
+            name,
+            no_record_locks: false,
         };
         // On the helper path the helper breaks stale locks and we never see
         // their content: look at it first.
@@ -144,7 +190,7 @@ impl MailboxLock {
             .then(|| peek_stale_mark(&target, &opts.lock))
             .flatten();
         let opts = &lock.observing(opts);
-        lock.acquire_all(&target, &order, opts)?;
+        lock.lock_current_file(&target, opts)?;
         let marks: Vec<(AppendMark, u32)> = peeked
             .into_iter()
             .chain(
@@ -167,17 +213,32 @@ impl MailboxLock {
     }
 
     /// `opts` with an observer that also collects the append marks of the
-    /// stale locks the dotlock acquisition breaks.
+    /// stale locks the dotlock acquisition breaks, and passes `Waiting` on
+    /// only when the holder changes (every round of the two-lock loop is a
+    /// new dotlock attempt that would report the same holder again).
     fn observing(&self, opts: &MailboxOptions) -> MailboxOptions {
         let marks = Arc::clone(&self.broken_marks);
         let user = opts.lock.observer.clone();
+        let last_holder: Mutex<Option<(LockContent, Option<u32>)>> = Mutex::new(None);
         let observer: Observer = Arc::new(move |event: &Event| {
-            if let Event::BrokeStale(holder, _) = event {
-                if let (Some(mark), Some(owner), Ok(mut marks)) =
-                    (holder.content.append, holder.owner, marks.lock())
-                {
-                    marks.push((mark, owner));
+            match event {
+                Event::BrokeStale(holder, _) => {
+                    if let (Some(mark), Some(owner), Ok(mut marks)) =
+                        (holder.content.append, holder.owner, marks.lock())
+                    {
+                        marks.push((mark, owner));
+                    }
                 }
+                Event::Waiting(holder) => {
+                    let seen = (holder.content.clone(), holder.owner);
+                    if let Ok(mut last) = last_holder.lock() {
+                        if last.as_ref() == Some(&seen) {
+                            return;
+                        }
+                        *last = Some(seen);
+                    }
+                }
+                _ => {}
             }
             if let Some(user) = &user {
                 user(event);
@@ -218,15 +279,60 @@ impl MailboxLock {
         Ok(())
     }
 
+    /// Open the mailbox and take every lock, until the path names the
+    /// file the locks are on once all of them are held.
+    fn lock_current_file(&mut self, target: &LockTarget, opts: &MailboxOptions) -> Result<()> {
+        let mut budget = Budget::new(opts.lock.wait);
+        for _ in 0..MAX_REPLACED {
+            self.file = open_mailbox(&self.dir, &self.name, &self.path, opts)?;
+            self.acquire_all(target, opts, &mut budget)?;
+            if self.names_locked_file()? {
+                return Ok(());
+            }
+            self.release_all()?;
+            notify(opts, &Event::MailboxReplaced);
+            budget.check_deadline()?;
+        }
+        Err(Error::MailboxReplaced(self.path.clone()))
+    }
+
+    /// True if the mailbox path names the file we opened (and hold the
+    /// fcntl lock on), looked up afresh; also true when no file is open
+    /// (a dotlock alone, on a mailbox that did not exist).
+    fn names_locked_file(&self) -> Result<bool> {
+        let Some(file) = &self.file else {
+            return Ok(true);
+        };
+        let meta = file.metadata()?;
+        let ours = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        Ok(current_id(&self.dir, &self.name)? == Some(ours))
+    }
+
+    /// The locks to take this round, in order.
+    fn order(&self, opts: &MailboxOptions) -> Vec<Which> {
+        let mut order = match opts.order {
+            Order::FcntlThenDotlock => vec![Which::Fcntl, Which::Dotlock],
+            Order::DotlockThenFcntl => vec![Which::Dotlock, Which::Fcntl],
+        };
+        order.retain(|w| match w {
+            Which::Dotlock => opts.dotlock,
+            Which::Fcntl => opts.fcntl && self.file.is_some() && !self.no_record_locks,
+        });
+        order
+    }
+
     fn acquire_all(
         &mut self,
         target: &LockTarget,
-        order: &[Which],
         opts: &MailboxOptions,
+        budget: &mut Budget,
     ) -> Result<()> {
-        let mut budget = Budget::new(opts.lock.wait);
         let mut pause = Duration::from_millis(1);
         loop {
+            let order = self.order(opts);
             let Some((&first, rest)) = order.split_first() else {
                 return Ok(());
             };
@@ -271,7 +377,26 @@ impl MailboxLock {
             }
             Which::Fcntl => {
                 let file = self.file.as_ref().expect("fcntl only with an open mailbox");
-                self.record = Some(wait_record_lock(file, opts.kind, wait)?);
+                match wait_record_lock(file, opts.kind, wait)? {
+                    Ok(flavor) => self.record = Some(flavor),
+                    // The dotlock is what protects on such a file system.
+                    Err(errno) if opts.dotlock => {
+                        self.no_record_locks = true;
+                        notify(opts, &Event::NoRecordLocks(errno));
+                        return Ok(());
+                    }
+                    Err(errno) => {
+                        return Err(Error::Io(std::io::Error::new(
+                            std::io::Error::from(errno).kind(),
+                            format!(
+                                "{}: this file system cannot take fcntl locks ({}); \
+                                 lock with the dotlock",
+                                self.path.display(),
+                                errno.desc()
+                            ),
+                        )))
+                    }
+                }
             }
         }
         self.taken.push(which);
@@ -331,11 +456,21 @@ impl MailboxLock {
     /// quoting, a trailing blank line. The write is checked completely and
     /// synced; on any failure the mailbox is truncated back to its size
     /// before the call, so it never keeps half a message.
+    ///
+    /// `Ok` means delivered: the message is whole in the file the mailbox
+    /// path names, checked after the write with the locks still held, so
+    /// it is there when they are released (unless a program that honours
+    /// neither lock replaces the mailbox in between). If the path names
+    /// another file or none by then, the append is undone and
+    /// [`Error::MailboxReplaced`] returned: the message is not delivered.
     pub fn append(&mut self, message: &[u8], sender: &str) -> Result<()> {
         if let Some(dotlock) = &self.dotlock {
             if !dotlock.check()? {
                 return Err(Error::Lock(LockError::NotOurs));
             }
+        }
+        if !self.names_locked_file()? {
+            return Err(Error::MailboxReplaced(self.path.clone()));
         }
         let file = self
             .file
@@ -372,6 +507,12 @@ impl MailboxLock {
                 ))),
             };
         }
+        if !self.names_locked_file()? {
+            // Only a program that ignores our locks gets here; whatever
+            // name the file may still have, our entry must not stay in it.
+            let _ = file.set_len(start).and_then(|()| file.sync_data());
+            return Err(Error::MailboxReplaced(self.path.clone()));
+        }
         self.size = start + entry.len() as u64;
         if let Some(dotlock) = &self.dotlock {
             // Complete: a stale mark could only make a later recovery look
@@ -395,38 +536,70 @@ impl Drop for MailboxLock {
     }
 }
 
-fn open_mailbox(path: &Path, opts: &MailboxOptions) -> Result<Option<File>> {
-    let mut o = OpenOptions::new();
-    o.read(true)
-        .write(opts.kind == LockKind::Write)
-        // Never follow a symlink planted at a spool mailbox; never block
-        // on a fifo; never acquire a controlling terminal.
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY);
-    if let Some(mode) = opts.create {
-        o.create(true).mode(mode);
+/// Open the mailbox `name` in `dir` (`path` is for messages), creating it
+/// if `opts.create` says so; `None` when it does not exist and only a
+/// dotlock is wanted.
+fn open_mailbox(
+    dir: &LockDir,
+    name: &OsStr,
+    path: &Path,
+    opts: &MailboxOptions,
+) -> Result<Option<File>> {
+    // Never follow a symlink planted at a spool mailbox; never block on a
+    // fifo; never acquire a controlling terminal.
+    let flags = OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC
+        | match opts.kind {
+            LockKind::Write => OFlag::O_RDWR,
+            LockKind::Read => OFlag::O_RDONLY,
+        };
+    // A mailbox removed between our two opens is simply tried again; a
+    // bounded number of times, as a guard only.
+    let mut opened = Err(Errno::ENOENT);
+    for _ in 0..16 {
+        opened = openat(dir, name, flags, Mode::empty());
+        let (Err(Errno::ENOENT), Some(mode)) = (opened.as_ref(), opts.create) else {
+            break;
+        };
+        let mode = Mode::from_bits_truncate(mode);
+        match openat(dir, name, flags | OFlag::O_CREAT | OFlag::O_EXCL, mode) {
+            Ok(fd) => {
+                give_to_owner(dir, name, &fd, mode, opts.create_owner, path)?;
+                opened = Ok(fd);
+                break;
+            }
+            Err(Errno::EEXIST) => continue,
+            Err(errno) => {
+                opened = Err(errno);
+                break;
+            }
+        }
     }
-    let file = match o.open(path) {
-        Ok(f) => f,
+    let file = match opened {
+        Ok(fd) => File::from(fd),
         // A dotlock alone needs no file: opening it is only for `append`,
         // which says so if the file is not open.
         Err(_) if !opts.fcntl && opts.create.is_none() => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+        Err(Errno::ELOOP) => {
             return Err(Error::BadPath(format!(
                 "{} is a symlink; refusing",
                 path.display()
             )))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(Errno::ENOENT) => {
             return Err(Error::BadPath(format!(
                 "{}: no such mailbox",
                 path.display()
             )))
         }
-        Err(e) => {
+        Err(errno) => {
+            let e = std::io::Error::from(errno);
             return Err(Error::Io(std::io::Error::new(
                 e.kind(),
                 format!("cannot open mailbox {}: {e}", path.display()),
-            )))
+            )));
         }
     };
     if !file.metadata()?.is_file() {
@@ -438,15 +611,70 @@ fn open_mailbox(path: &Path, opts: &MailboxOptions) -> Result<Option<File>> {
     Ok(Some(file))
 }
 
+/// Give a mailbox we just created to `owner` with exactly `mode`. If that
+/// fails, the new (empty, unused) file is unlinked again, provided the
+/// name still names it, and the error returned: nothing is left changed.
+fn give_to_owner(
+    dir: &LockDir,
+    name: &OsStr,
+    fd: &OwnedFd,
+    mode: Mode,
+    owner: Option<(u32, u32)>,
+    path: &Path,
+) -> Result<()> {
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
+    let given = fchown(
+        fd.as_fd(),
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+    )
+    .and_then(|()| fchmod(fd.as_fd(), mode));
+    let Err(errno) = given else {
+        return Ok(());
+    };
+    if let Ok(st) = nix::sys::stat::fstat(fd) {
+        let ours = FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        };
+        if current_id(dir, name).ok().flatten() == Some(ours) {
+            let _ = nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+    }
+    let e = std::io::Error::from(errno);
+    Err(Error::Io(std::io::Error::new(
+        e.kind(),
+        format!(
+            "cannot give the new mailbox {} to uid {uid} gid {gid}: {e}",
+            path.display()
+        ),
+    )))
+}
+
+/// Errors with which a file system says it cannot take fcntl locks at
+/// all: `ENOLCK` (an NFS server without lock support), `EOPNOTSUPP` and
+/// `ENOSYS` (file systems without the operation).
+fn cannot_lock(errno: Errno) -> bool {
+    matches!(errno, Errno::ENOLCK | Errno::EOPNOTSUPP | Errno::ENOSYS)
+}
+
 /// Wait for the fcntl lock within `wait`, polling with backoff: a blocking
-/// `F_SETLKW` cannot honour a deadline.
-fn wait_record_lock(file: &File, kind: LockKind, wait: Wait) -> Result<RecordLockFlavor> {
+/// `F_SETLKW` cannot honour a deadline. `Ok(Err(errno))` when the file
+/// system cannot fcntl-lock (see [`cannot_lock`]).
+fn wait_record_lock(
+    file: &File,
+    kind: LockKind,
+    wait: Wait,
+) -> Result<std::result::Result<RecordLockFlavor, Errno>> {
     let mut budget = Budget::new(wait);
     let mut pause = Duration::from_millis(1);
     loop {
         match record_lock::try_lock(file, kind) {
-            Ok((true, flavor)) => return Ok(flavor),
+            Ok((true, flavor)) => return Ok(Ok(flavor)),
             Ok((false, _)) => {}
+            Err(errno) if cannot_lock(errno) => return Ok(Err(errno)),
             Err(errno) => return Err(Error::Io(errno.into())),
         }
         budget.spend(Error::Lock(LockError::Busy { holder: None }))?;
@@ -493,11 +721,27 @@ impl Budget {
         }
     }
 
+    /// A `Timeout` error once a deadline has passed.
+    fn check_deadline(&self) -> Result<()> {
+        match self.wait {
+            Wait::Until(deadline) if Instant::now() >= deadline => {
+                Err(Error::Lock(LockError::Timeout { holder: None }))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn clamp(&self, pause: Duration) -> Duration {
         match self.wait {
             Wait::Until(deadline) => pause.min(deadline.saturating_duration_since(Instant::now())),
             _ => pause,
         }
+    }
+}
+
+fn notify(opts: &MailboxOptions, event: &Event) {
+    if let Some(observer) = &opts.lock.observer {
+        observer(event);
     }
 }
 

@@ -91,6 +91,43 @@ pub fn own_mailbox() -> Result<PathBuf> {
         .ok_or_else(|| Error::NoMailbox(format!("none of {} exists", SPOOL_DIRS.join(", "))))
 }
 
+/// Who should own a mailbox that root creates at `path`: when the
+/// process runs as root and `path`'s directory is one of [`SPOOL_DIRS`]
+/// (compared by identity, so a symlinked `/var/spool/mail` counts), the
+/// login the mailbox is named after and the spool's group, which Debian
+/// policy pairs with mode 0660. procmail, for one, renames a spool mailbox
+/// that its user does not own out of the way as bogus, and the mail with
+/// it. `None` when not root or not a spool; an error when no login has
+/// that name (nobody could own the mailbox).
+pub fn spool_owner(path: &Path) -> Result<Option<(u32, u32)>> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let (dir, name) = split(path)?;
+    let Ok(dir_meta) = std::fs::metadata(&dir) else {
+        return Ok(None);
+    };
+    let is_spool = SPOOL_DIRS.iter().any(|spool| {
+        std::fs::metadata(spool)
+            .is_ok_and(|m| (m.dev(), m.ino()) == (dir_meta.dev(), dir_meta.ino()))
+    });
+    if !is_spool {
+        return Ok(None);
+    }
+    let login = name.to_str().unwrap_or_default();
+    match User::from_name(login) {
+        Ok(Some(user)) => Ok(Some((user.uid.as_raw(), dir_meta.gid()))),
+        Ok(None) => Err(Error::NoMailbox(format!(
+            "{}: no login named {:?}; not creating a spool mailbox nobody owns \
+             (give --owner to choose one)",
+            path.display(),
+            name
+        ))),
+        Err(e) => Err(Error::NoMailbox(format!("password database: {}", e.desc()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

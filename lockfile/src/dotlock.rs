@@ -41,12 +41,23 @@ pub const DEFAULT_STALE_AGE: Duration = Duration::from_secs(300);
 
 /// Something the acquirer reports while it works, for `-v` output and audit.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Event {
     /// The lock is held by someone else; we are about to wait. Reported
     /// when the holder is first seen and whenever it changes.
     Waiting(Holder),
     /// A stale lock was removed.
     BrokeStale(Holder, StaleReason),
+    /// Reported by mailbox lockers (the `spoollock` library's
+    /// `MailboxLock`), once: the file system refused fcntl locks with this
+    /// errno (`ENOLCK`: an NFS server without lock support), so the
+    /// mailbox is protected by its dotlock alone.
+    NoRecordLocks(Errno),
+    /// Reported by mailbox lockers: once every lock was held, the mailbox
+    /// path named another file than the one opened (or none), because a
+    /// program rewrote the mailbox through a new file or removed it while
+    /// we waited. Everything was released and is taken again.
+    MailboxReplaced,
 }
 
 /// A callback for [`Event`]s.
@@ -403,11 +414,12 @@ pub fn remove_by_name(
     }
 }
 
-/// Which file `name` refers to now. On a local file system `fstatat`
-/// says; elsewhere (NFS, FUSE) through a fresh open, which revalidates the
-/// client's caches where `fstatat` may not; a lock we may not read, or
-/// something that is not a regular file, is then looked at with `fstatat`.
-pub(crate) fn current_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
+/// Which file `name` in `dir` refers to now, never following a symlink.
+/// On a local file system `fstatat` says; elsewhere (NFS, FUSE) through a
+/// fresh open, which revalidates the client's caches where `fstatat` may
+/// not; a file we may not read, or something that is not a regular file,
+/// is then looked at with `fstatat`. `None` if nothing has that name.
+pub fn current_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
     if dir.stat_is_fresh() {
         return stat_id(dir, name);
     }

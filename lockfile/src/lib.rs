@@ -46,8 +46,8 @@ mod wait;
 pub use content::{AppendMark, Holder, LockContent, MAX_CONTENT};
 pub use dir::{validate_name, with_raised, FileId, FileVersion, LockDir, Privilege, NAME_MAX};
 pub use dotlock::{
-    acquire, check, remove_by_name, rewrite, touch_by_name, Dotlock, Event, LockState, Observer,
-    Options, DEFAULT_STALE_AGE,
+    acquire, check, current_id, remove_by_name, rewrite, touch_by_name, Dotlock, Event, LockState,
+    Observer, Options, DEFAULT_STALE_AGE,
 };
 pub use error::{LockError, Op, Result};
 pub use host::{content_for, local_host, process_state, LocalHost, PidMode, ProcState};

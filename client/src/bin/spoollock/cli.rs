@@ -54,6 +54,8 @@ pub enum Command {
         /// when the message does not start with its own `From ` line.
         #[arg(short = 'f', long, value_name = "SENDER")]
         from: Option<String>,
+        #[command(flatten)]
+        create: Create,
     },
     /// Create the lock and leave it (remove it with `unlock`).
     #[command(after_help = EXIT_CODES)]
@@ -144,6 +146,31 @@ pub struct Locks {
     /// Which lock to take first.
     #[arg(long, value_enum, default_value = "fcntl,dotlock")]
     pub order: OrderArg,
+}
+
+/// How `deliver` creates a missing mailbox.
+#[derive(Debug, Clone, Args)]
+pub struct Create {
+    /// Owner of a mailbox `deliver` creates: LOGIN or LOGIN:GROUP (numeric
+    /// ids too; needs root). Default: the creator, except that root
+    /// creating a mailbox in /var/mail or /var/spool/mail gives it to the
+    /// login it is named after and the spool's group.
+    #[arg(long, value_name = "LOGIN[:GROUP]")]
+    pub owner: Option<String>,
+    /// Mode of a mailbox `deliver` creates, in octal. Default: 0660 for a
+    /// spool mailbox root creates, 0600 (less the umask) otherwise.
+    #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+    pub mode: Option<u32>,
+}
+
+/// `0600`, `660`: permission bits only.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    match u32::from_str_radix(s, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(format!(
+            "`{s}` is not a file mode (octal permission bits, e.g. 0600)"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -244,6 +271,15 @@ mod tests {
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert!(parse_mode("4755").is_err());
+        assert!(parse_mode("0689").is_err());
+        assert!(parse_mode("rw").is_err());
     }
 
     #[test]

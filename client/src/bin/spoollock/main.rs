@@ -85,8 +85,15 @@ fn hold_for_run(common: &Common, locks: &cli::Locks) -> Result<Held, Error> {
 }
 
 /// `spoollock deliver`: the message from standard input, appended whole
-/// or not at all.
-fn deliver(common: &Common, locks: &cli::Locks, from: Option<String>) -> Result<u8, Error> {
+/// or not at all. "delivered" (exit 0) means the message is whole in the
+/// file the path names when the locks are released (see
+/// `MailboxLock::append`).
+fn deliver(
+    common: &Common,
+    locks: &cli::Locks,
+    from: Option<String>,
+    create: &cli::Create,
+) -> Result<u8, Error> {
     use std::io::Read;
     let path = common.mailbox_path()?;
     let target = LockTarget::for_file(&path)?;
@@ -98,7 +105,20 @@ fn deliver(common: &Common, locks: &cli::Locks, from: Option<String>) -> Result<
     };
     let mut opts = locks.mailbox_options();
     opts.lock = options(common, &target)?;
-    opts.create = Some(0o600);
+    let owner = match &create.owner {
+        Some(owner) => Some(owner_ids(owner, &path)?),
+        // Decided now even if the mailbox exists: it may be removed while
+        // we wait (mutt removes an empty one) and created again by us. A
+        // name that is no login is refused only when there is no mailbox.
+        None => match spoollock::spool_owner(&path) {
+            Ok(owner) => owner,
+            Err(_) if std::fs::symlink_metadata(&path).is_ok() => None,
+            Err(e) => return Err(e),
+        },
+    };
+    let spool_default = if owner.is_some() { 0o660 } else { 0o600 };
+    opts.create = Some(create.mode.unwrap_or(spool_default));
+    opts.create_owner = owner;
     let mut mailbox = MailboxLock::open(&path, &opts)?;
     mailbox.append(&message, &sender)?;
     mailbox.release()?;
@@ -107,6 +127,38 @@ fn deliver(common: &Common, locks: &cli::Locks, from: Option<String>) -> Result<
         format_args!("delivered {} bytes to {}", message.len(), path.display()),
     );
     Ok(exit::OK)
+}
+
+/// `--owner LOGIN[:GROUP]` as ids. The group defaults to the directory's
+/// group in a spool, else the login's own.
+fn owner_ids(spec: &str, path: &std::path::Path) -> Result<(u32, u32), Error> {
+    use nix::unistd::{Group, User};
+    let bad = |why: String| Error::BadPath(format!("--owner {spec:?}: {why}"));
+    let (login, group) = match spec.split_once(':') {
+        Some((login, group)) => (login, Some(group)),
+        None => (spec, None),
+    };
+    let user = match login.parse::<u32>() {
+        Ok(uid) => User::from_uid(uid.into()),
+        Err(_) => User::from_name(login),
+    }
+    .map_err(|e| bad(e.desc().into()))?
+    .ok_or_else(|| bad(format!("no login {login:?}")))?;
+    let gid = match group {
+        Some(group) => match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => Group::from_name(group)
+                .map_err(|e| bad(e.desc().into()))?
+                .ok_or_else(|| bad(format!("no group {group:?}")))?
+                .gid
+                .as_raw(),
+        },
+        None => match spoollock::spool_owner(path) {
+            Ok(Some((_, spool_gid))) => spool_gid,
+            _ => user.gid.as_raw(),
+        },
+    };
+    Ok((user.uid.as_raw(), gid))
 }
 
 fn main() -> ExitCode {
@@ -153,7 +205,8 @@ fn dispatch(command: Command) -> Result<u8, Error> {
             common,
             locks,
             from,
-        } => deliver(&common, &locks, from)
+            create,
+        } => deliver(&common, &locks, from, &create)
             .map_err(|e| {
                 if !common.quiet {
                     report!("spoollock: message not delivered: {e}");
@@ -253,6 +306,18 @@ fn options(common: &Common, target: &LockTarget) -> Result<LockOptions, Error> {
                     path.display()
                 );
             }
+            Event::NoRecordLocks(errno) => {
+                report!(
+                    "spoollock: the file system cannot take fcntl locks ({}); \
+                     locking with {} alone",
+                    errno.desc(),
+                    path.display()
+                );
+            }
+            Event::MailboxReplaced => {
+                report!("spoollock: the mailbox was replaced or removed while waiting; locking it again");
+            }
+            _ => {}
         }));
     }
     Ok(opts)
