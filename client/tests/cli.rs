@@ -349,3 +349,28 @@ fn a_planted_append_mark_never_truncates_someone_elses_mailbox() {
     );
     assert!(text.ends_with("\nnew\n\n"), "{text}");
 }
+
+/// `-v` says who holds the lock once per holder, not on every round of
+/// the two-lock loop (each round is a new dotlock attempt), and `deliver`
+/// on a held lock that times out changes nothing.
+#[test]
+fn verbose_waiting_is_reported_once_per_holder() {
+    let s = Scratch::new("verbose-once");
+    let mbox = s.join("mbox");
+    std::fs::write(&mbox, b"").unwrap();
+    let lock = spoollock(&["lock", p(&mbox)]);
+    assert_eq!(code(&lock), 0, "{}", stderr(&lock));
+    for order in ["fcntl,dotlock", "dotlock,fcntl"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_spoollock"))
+            .args(["deliver", "-v", "--timeout", "700ms", "--order", order])
+            .arg(&mbox)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 75, "{order}: {}", stderr(&out));
+        let waiting = stderr(&out).matches("spoollock: waiting for").count();
+        assert_eq!(waiting, 1, "{order}: {}", stderr(&out));
+        assert_eq!(std::fs::read(&mbox).unwrap(), b"", "{order}");
+    }
+    assert_eq!(code(&spoollock(&["unlock", p(&mbox)])), 0);
+}

@@ -516,3 +516,78 @@ fn matches_template(part: &[u8], full: &[u8]) -> bool {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// `spoollock deliver` run as root creates a missing spool mailbox owned
+/// by the login it is named after, in the spool's group, mode 0660 (Debian
+/// policy); `procmail -d` then delivers to that same file instead of
+/// renaming it away as a bogus mailbox (which it does to one its user
+/// does not own). A name that is no login is refused and nothing is
+/// created; `--owner` and `--mode` choose otherwise.
+#[test]
+fn root_creates_spool_mailboxes_their_users_own_and_procmail_delivers_after() {
+    const T: &str = "root_creates_spool_mailboxes_their_users_own";
+    if !have(T, &["procmail", "unshare", "mount", "useradd"]) || !is_root(T) {
+        return;
+    }
+    const USER: &str = "sl-deliver-t";
+    ensure_user(USER);
+    const SCRIPT: &str = r#"set -u
+dir=$1 spoollock=$2 user=$3
+mount -t tmpfs -o mode=2775 spoollock-create /var/mail || exit 91
+chown root:mail /var/mail || exit 92
+"$spoollock" deliver --from root@peers.test "/var/mail/$user" < "$dir/msg/root-0000" || exit 93
+stat -c '%U:%G %a' "/var/mail/$user" > "$dir/created"
+procmail -d "$user" < "$dir/mboxmsg/procmail-0000" || exit 94
+"$spoollock" -q deliver /var/mail/no-such-login-sl < "$dir/msg/root-0000"
+echo $? > "$dir/refused"
+"$spoollock" deliver --owner "$user:root" --mode 0640 /var/mail/chosen < "$dir/msg/root-0000" || exit 95
+stat -c '%U:%G %a' /var/mail/chosen > "$dir/explicit"
+ls -A /var/mail > "$dir/spool"
+cp "/var/mail/$user" "$dir/result" || exit 96
+"#;
+    let s = Scenario::new("create");
+    s.prepare("root", 0..1);
+    s.prepare("procmail", 0..1);
+    let out = with_watchdog(s.name, &s.procs, || {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", SCRIPT, "sh"])
+            .arg(&s.dir.0)
+            .arg(SPOOLLOCK)
+            .arg(USER);
+        s.procs.output(&mut cmd, None)
+    })
+    .unwrap();
+    assert!(out.status.success(), "{T}: {}", describe(&out));
+    let read = |name: &str| std::fs::read_to_string(s.dir.join(name)).unwrap();
+    assert_eq!(read("created").trim(), format!("{USER}:mail 660"), "{T}");
+    assert_eq!(read("refused").trim(), "2", "{T}: a name that is no login");
+    assert_eq!(read("explicit").trim(), format!("{USER}:root 640"), "{T}");
+    assert_eq!(
+        read("spool").split_whitespace().collect::<BTreeSet<_>>(),
+        ["chosen", USER].into_iter().collect(),
+        "{T}: no bogus-mailbox rename, nothing for the unknown name, no lock left"
+    );
+    let expected = [("root".to_owned(), 0), ("procmail".to_owned(), 0)]
+        .into_iter()
+        .collect();
+    check_mailbox(T, &s.dir.join("result"), &expected);
+}
+
+/// Create the user `name` unless it exists (another test may be creating
+/// it at the same moment: retried, bounded).
+fn ensure_user(name: &str) {
+    for _ in 0..10 {
+        let exists = Command::new("id").args(["-u", name]).output();
+        if exists.is_ok_and(|o| o.status.success()) {
+            return;
+        }
+        let made = Command::new("useradd")
+            .args(["--no-create-home", "--shell", "/bin/sh", name])
+            .output();
+        if made.is_ok_and(|o| o.status.success()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("cannot create user {name}");
+}
