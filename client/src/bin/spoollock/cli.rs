@@ -44,6 +44,10 @@ pub enum Command {
     },
     /// Append the message on standard input to the mailbox in mbox format,
     /// with both locks held; on failure the mailbox is left unchanged.
+    ///
+    /// Exit 0 means delivered: the message is whole in the file PATH names
+    /// when the locks are released (a mailbox replaced or removed while
+    /// waiting is opened, or created, again and locked anew).
     #[command(after_help = EXIT_CODES)]
     Deliver {
         #[command(flatten)]
