@@ -290,6 +290,10 @@ impl MailboxLock {
                 return Ok(());
             }
             self.release_all()?;
+            // Closed before the name is opened again: an NFS client keeps
+            // a file it has open reachable (silly rename), and a cached
+            // name could lead back to it.
+            self.file = None;
             notify(opts, &Event::MailboxReplaced);
             budget.check_deadline()?;
         }
@@ -299,16 +303,32 @@ impl MailboxLock {
     /// True if the mailbox path names the file we opened (and hold the
     /// fcntl lock on), looked up afresh; also true when no file is open
     /// (a dotlock alone, on a mailbox that did not exist).
+    ///
+    /// Our file must also still have a name: on NFS a lookup may be served
+    /// from the client's cache for a while, but the attributes of the
+    /// file we locked are fresh (the fcntl lock, or the fresh open of the
+    /// lookup, revalidated them) and a file renamed over or removed by
+    /// another client has no link left there, or is gone (`ESTALE`).
     fn names_locked_file(&self) -> Result<bool> {
         let Some(file) = &self.file else {
             return Ok(true);
         };
-        let meta = file.metadata()?;
+        // Looked up first: on NFS the open behind it refreshes the
+        // attributes `fstat` then reads, if it lands on our file.
+        let named = current_id(&self.dir, &self.name)?;
+        let meta = match file.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESTALE) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        if meta.nlink() == 0 {
+            return Ok(false);
+        }
         let ours = FileId {
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        Ok(current_id(&self.dir, &self.name)? == Some(ours))
+        Ok(named == Some(ours))
     }
 
     /// The locks to take this round, in order.
