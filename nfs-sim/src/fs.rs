@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -24,6 +24,7 @@ use nix::sys::stat::{fchmod, fstat, fstatat, futimens, mkdirat, FileStat, Mode, 
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, ftruncate, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
+use crate::locks::{self, LockMode, LockTable};
 use crate::{Fault, SimConfig};
 
 /// The kernel is told to cache nothing: this file system is the cache.
@@ -98,12 +99,6 @@ struct OpenFile {
     ino: u64,
 }
 
-#[derive(Debug)]
-struct HeldLock {
-    ofd: Arc<OwnedFd>,
-    fh: u64,
-}
-
 /// Everything one mount knows, behind one mutex.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -118,7 +113,7 @@ pub(crate) struct State {
     files: HashMap<u64, OpenFile>,
     next_fh: u64,
     /// fcntl locks: one open file description per (lock owner, inode).
-    locks: HashMap<(u64, u64), HeldLock>,
+    locks: LockTable,
     rng: u64,
     fault_calls: [u64; 6],
     /// (pid, parent, name) an ESTALE was injected on: that process's
@@ -413,27 +408,28 @@ impl State {
         .map_err(errno)
     }
 
-    /// The open file description holding `owner`'s fcntl locks on `ino`.
-    fn lock_fd(&mut self, owner: u64, ino: u64, fh: u64) -> Result<Arc<OwnedFd>, Errno> {
-        if let Some(held) = self.locks.get(&(owner, ino)) {
-            return Ok(held.ofd.clone());
+    /// The open file description serving `owner`'s fcntl lock call on
+    /// `ino` in the configured [`LockMode`] (`None`: an unlock with nothing
+    /// held), after dropping the cached attributes where the mode's lock
+    /// calls revalidate.
+    fn lock_description(
+        &mut self,
+        owner: u64,
+        ino: u64,
+        fh: u64,
+        unlock: bool,
+    ) -> Result<Option<Arc<OwnedFd>>, Errno> {
+        let mode = self.config.locks;
+        if self.config.fcntl_revalidates && mode != LockMode::Unsupported {
+            self.attrs.remove(&ino);
         }
-        let fd = self
-            .reopen(ino, OFlag::O_RDWR)
-            .or_else(|_| self.reopen(ino, OFlag::O_RDONLY))?;
-        let ofd = Arc::new(fd);
-        self.locks.insert(
-            (owner, ino),
-            HeldLock {
-                ofd: ofd.clone(),
-                fh,
-            },
-        );
-        Ok(ofd)
+        let backing = &self.nodes.get(&ino).ok_or(Errno::ESTALE)?.fd;
+        self.locks
+            .description(mode, owner, ino, fh, unlock, backing)
     }
 }
 
-fn proc_path(fd: &impl AsRawFd) -> String {
+pub(crate) fn proc_path(fd: &impl AsRawFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
@@ -479,7 +475,7 @@ impl SimFs {
             attrs: HashMap::new(),
             files: HashMap::new(),
             next_fh: 0,
-            locks: HashMap::new(),
+            locks: LockTable::default(),
             fault_calls: [0; 6],
             estale_exempt: HashSet::new(),
         };
@@ -855,7 +851,7 @@ impl fuser::Filesystem for SimFs {
     ) {
         // close() drops the closing process's POSIX locks on the file.
         let mut s = self.state();
-        s.locks.remove(&(lock_owner.0, ino.0));
+        s.locks.closed(lock_owner.0, ino.0);
         reply.ok();
     }
 
@@ -872,7 +868,7 @@ impl fuser::Filesystem for SimFs {
         let mut s = self.state();
         s.files.remove(&fh.0);
         // OFD locks die with their open file description.
-        s.locks.retain(|_, held| held.fh != fh.0);
+        s.locks.released(fh.0);
         reply.ok();
     }
 
@@ -1025,25 +1021,15 @@ impl fuser::Filesystem for SimFs {
         _pid: u32,
         reply: ReplyLock,
     ) {
-        let mut s = self.state();
-        if s.config.fcntl_revalidates {
-            s.attrs.remove(&ino.0);
-        }
-        let result = s
-            .lock_fd(lock_owner.0, ino.0, fh.0)
-            .and_then(|ofd| ofd_lock(&ofd, nix::libc::F_OFD_GETLK, start, end, typ));
-        match result {
-            Ok(fl) if fl.l_type == nix::libc::F_UNLCK as i16 => {
-                reply.locked(0, 0, nix::libc::F_UNLCK, 0)
-            }
-            Ok(fl) => {
-                let end = if fl.l_len == 0 {
-                    i64::MAX as u64
-                } else {
-                    (fl.l_start + fl.l_len - 1) as u64
-                };
-                reply.locked(fl.l_start as u64, end, fl.l_type as i32, 0)
-            }
+        let ofd = self
+            .state()
+            .lock_description(lock_owner.0, ino.0, fh.0, false);
+        let conflict = ofd.and_then(|ofd| {
+            let ofd = ofd.ok_or(Errno::EBADF)?;
+            locks::test_lock(&ofd, start, end, typ)
+        });
+        match conflict {
+            Ok((start, end, typ)) => reply.locked(start, end, typ, 0),
             Err(e) => reply.error(e),
         }
     }
@@ -1061,30 +1047,13 @@ impl fuser::Filesystem for SimFs {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        let ofd = {
-            let mut s = self.state();
-            if s.config.fcntl_revalidates {
-                s.attrs.remove(&ino.0);
-            }
-            if typ == nix::libc::F_UNLCK && !s.locks.contains_key(&(lock_owner.0, ino.0)) {
-                return reply.ok();
-            }
-            match s.lock_fd(lock_owner.0, ino.0, fh.0) {
-                Ok(ofd) => ofd,
-                Err(e) => return reply.error(e),
-            }
-        };
-        match ofd_lock(&ofd, nix::libc::F_OFD_SETLK, start, end, typ) {
-            Ok(_) => reply.ok(),
-            Err(e) if sleep && (e == Errno::EAGAIN || e == Errno::EACCES) => {
-                // Wait without holding up the other requests.
-                std::thread::spawn(move || {
-                    match ofd_lock(&ofd, nix::libc::F_OFD_SETLKW, start, end, typ) {
-                        Ok(_) => reply.ok(),
-                        Err(e) => reply.error(e),
-                    }
-                });
-            }
+        let unlock = typ == nix::libc::F_UNLCK;
+        let ofd = self
+            .state()
+            .lock_description(lock_owner.0, ino.0, fh.0, unlock);
+        match ofd {
+            Ok(Some(ofd)) => locks::set_lock(ofd, start, end, typ, sleep, reply),
+            Ok(None) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -1114,39 +1083,4 @@ impl SimFs {
             Err(e) => reply.error(e),
         }
     }
-}
-
-/// One OFD record-lock call on `fd` for the FUSE range `start..=end`.
-fn ofd_lock(
-    fd: &OwnedFd,
-    cmd: i32,
-    start: u64,
-    end: u64,
-    typ: i32,
-) -> Result<nix::libc::flock, Errno> {
-    let len = if end >= i64::MAX as u64 {
-        0
-    } else {
-        (end - start + 1) as i64
-    };
-    let mut fl = nix::libc::flock {
-        l_type: typ as i16,
-        l_whence: nix::libc::SEEK_SET as i16,
-        l_start: start as i64,
-        l_len: len,
-        l_pid: 0,
-    };
-    loop {
-        let arg = match cmd {
-            nix::libc::F_OFD_GETLK => nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl),
-            nix::libc::F_OFD_SETLKW => nix::fcntl::FcntlArg::F_OFD_SETLKW(&fl),
-            _ => nix::fcntl::FcntlArg::F_OFD_SETLK(&fl),
-        };
-        match nix::fcntl::fcntl(fd.as_fd(), arg) {
-            Ok(_) => break,
-            Err(NixErrno::EINTR) => continue,
-            Err(e) => return Err(errno(e)),
-        }
-    }
-    Ok(fl)
 }

@@ -27,18 +27,36 @@
 //!   reported `EEXIST`, `unlink` and `rename` performed but reported
 //!   `ENOENT`, and spurious `ESTALE` on lookup (the kernel's retry with
 //!   revalidation then succeeds, as it does on NFS).
-//! - **fcntl locks.** POSIX and OFD record locks are served by the file
-//!   system (FUSE `setlk`/`getlk`), implemented as OFD locks on the backing
-//!   file, one open file description per lock owner, so they exclude across
-//!   mounts and processes; closing any descriptor drops the process's POSIX
-//!   locks on the file. With [`SimConfig::fcntl_revalidates`] (the default,
-//!   as Linux NFS does) every lock call also drops the file's cached
-//!   attributes. A blocking `F_SETLKW` waits in a thread of its own and
-//!   cannot be interrupted by a signal (FUSE interrupts are not served).
-//!   An OFD lock is dropped when its file description is released, which
-//!   the kernel sends in the background after the last `close`: another
-//!   process may find it still locked for a moment after that close
-//!   returned (POSIX locks are dropped synchronously, at `flush`).
+//! - **fcntl locks**, in three server modes ([`SimConfig::locks`],
+//!   [`LockMode`]). POSIX and OFD record locks are served by the file
+//!   system (FUSE `setlk`/`getlk`) as OFD locks, one open file description
+//!   per lock owner:
+//!   - [`LockMode::Server`] (the default; a server with a lock manager):
+//!     on the backing file, so they exclude across mounts and processes;
+//!   - [`LockMode::Local`] (a client mounted `-o nolock`): on a private
+//!     in-memory stand-in per mount and file, so they exclude processes
+//!     of the same mount and nothing on any other mount;
+//!   - [`LockMode::Unsupported`] (a server without a lock manager, mounted
+//!     without `nolock`): every lock call, set, test or unlock, POSIX or
+//!     OFD, blocking or not, fails with `ENOLCK`.
+//!
+//!   Closing any descriptor drops the process's POSIX locks on the file.
+//!   With [`SimConfig::fcntl_revalidates`] (the default, as Linux NFS
+//!   does) every lock call also drops the file's cached attributes, also in
+//!   the `nolock` mode (Linux does after a local lock too), but not one that
+//!   fails with `ENOLCK`. A blocking `F_SETLKW` waits in a thread of its
+//!   own and cannot be interrupted by a signal (FUSE interrupts are not
+//!   served). An OFD lock is dropped when its file description is
+//!   released, which the kernel sends in the background after the last
+//!   `close`: another process may find it still locked for a moment after
+//!   that close returned (POSIX locks are dropped synchronously, at
+//!   `flush`). `flock(2)` is not served (the kernel keeps those locks per
+//!   mount, in every mode).
+//! - **Unmounting never hangs** ([`Mount::unmount`], and drop): the mount
+//!   is unmounted (detached if busy), and if its FUSE session has not
+//!   ended after [`mount::GRACE`] (another mount namespace holds a copy of
+//!   the mount) the connection is aborted through the FUSE control file
+//!   system; see [`mount`].
 //!
 //! File *data* is not cached: reads and writes go to the server each time
 //! (an NFS client may also serve stale data from its page cache until the
@@ -64,6 +82,8 @@
 //! ```
 
 mod fs;
+mod locks;
+pub mod mount;
 
 use std::fmt;
 use std::io;
@@ -72,6 +92,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use fs::Stats;
+pub use locks::LockMode;
+pub use mount::Teardown;
 
 /// When to inject one kind of fault: each eligible call (one that
 /// succeeded on the server) fails its reply with `probability`, and the
@@ -165,6 +187,10 @@ pub struct SimConfig {
     pub faults: Faults,
     /// fcntl lock calls drop the file's cached attributes (Linux NFS does).
     pub fcntl_revalidates: bool,
+    /// How fcntl record locks are served: by the server across mounts, not
+    /// at all (`ENOLCK`), or by each mount alone (`nolock`). Switch it only
+    /// while no lock is held on the mount.
+    pub locks: LockMode,
     /// Seed of the fault injector's random numbers.
     pub seed: u64,
     /// Threads serving FUSE requests.
@@ -176,7 +202,8 @@ pub struct SimConfig {
 impl Default for SimConfig {
     /// Linux NFS defaults scaled for tests: attributes cached 3 s (files)
     /// and 3 s (directories), lookups 3 s; close-to-open; a server clock in
-    /// step with the client; 1 s timestamps; no faults; fcntl revalidates.
+    /// step with the client; 1 s timestamps; no faults; fcntl locks served
+    /// by the server across mounts, and revalidating.
     fn default() -> Self {
         SimConfig {
             attr_ttl: Duration::from_secs(3),
@@ -187,6 +214,7 @@ impl Default for SimConfig {
             granularity: Duration::from_secs(1),
             faults: Faults::default(),
             fcntl_revalidates: true,
+            locks: LockMode::Server,
             seed: 0x5eed,
             threads: 2,
             allow_other: false,
@@ -221,8 +249,11 @@ pub fn unavailable_reason() -> Option<String> {
 }
 
 /// One mounted nfs-sim client, unmounted when dropped.
+///
+/// Unmounting never waits without a bound, also when another mount
+/// namespace holds a copy of the mount (see [`Mount::unmount`]).
 pub struct Mount {
-    session: Option<fuser::BackgroundSession>,
+    attached: mount::Attached,
     mountpoint: PathBuf,
     shared: Arc<Mutex<fs::State>>,
 }
@@ -231,6 +262,7 @@ impl fmt::Debug for Mount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mount")
             .field("mountpoint", &self.mountpoint)
+            .field("connection", &self.attached.connection())
             .finish_non_exhaustive()
     }
 }
@@ -242,20 +274,10 @@ impl Mount {
         let threads = config.threads.max(1);
         let allow_other = config.allow_other;
         let (filesystem, shared) = fs::SimFs::new(backing, config)?;
-        let mut fuse_config = fuser::Config::default();
-        fuse_config.mount_options = vec![
-            fuser::MountOption::FSName(format!("nfs-sim:{}", backing.display())),
-            fuser::MountOption::Subtype("nfs-sim".into()),
-            fuser::MountOption::DefaultPermissions,
-            fuser::MountOption::NoAtime,
-        ];
-        if allow_other {
-            fuse_config.acl = fuser::SessionACL::All;
-        }
-        fuse_config.n_threads = Some(threads);
-        let session = fuser::spawn_mount(filesystem, mountpoint, &fuse_config)?;
+        let source = format!("nfs-sim:{}", backing.display());
+        let attached = mount::attach(filesystem, &source, mountpoint, allow_other, threads)?;
         Ok(Mount {
-            session: Some(session),
+            attached,
             mountpoint: mountpoint.to_path_buf(),
             shared,
         })
@@ -264,6 +286,11 @@ impl Mount {
     /// Where the file system is mounted.
     pub fn path(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// The FUSE connection number (`/sys/fs/fuse/connections/N`).
+    pub fn connection(&self) -> u64 {
+        self.attached.connection()
     }
 
     /// Change this mount's behaviour while it runs (faults, clock, TTLs).
@@ -290,21 +317,20 @@ impl Mount {
         state.stats.clone()
     }
 
-    /// Unmount now, reporting failure (dropping does the same, silently).
-    pub fn unmount(mut self) -> io::Result<()> {
-        match self.session.take() {
-            Some(session) => session.umount_and_join(),
-            None => Ok(()),
-        }
+    /// Unmount now and say how it went. Bounded: unmount (lazily if busy),
+    /// give the session [`mount::GRACE`] to end, then abort the FUSE
+    /// connection through `/sys/fs/fuse/connections` and give it
+    /// [`mount::AFTER_ABORT`] more. An error if the session failed or had to
+    /// be left running. Dropping a `Mount` does the same and prints errors.
+    pub fn unmount(mut self) -> io::Result<Teardown> {
+        self.attached.teardown()
     }
 }
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            if let Err(e) = session.umount_and_join() {
-                eprintln!("nfs-sim: unmounting {}: {e}", self.mountpoint.display());
-            }
+        if let Err(e) = self.attached.teardown() {
+            eprintln!("{e}");
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use nfs_sim::{Fault, Mount, SimConfig};
+use nfs_sim::{Fault, LockMode, Mount, SimConfig};
 use nix::sys::signal::{SigSet, Signal};
 
 const USAGE: &str = "\
@@ -28,6 +28,9 @@ options:
                          KIND: link-eexist link-eio create-excl-eexist
                                unlink-enoent rename-enoent lookup-estale
   --no-fcntl-revalidate  fcntl lock calls keep cached attributes
+  --locks MODE           fcntl locks: server (default; exclude across mounts),
+                         unsupported (every lock call fails with ENOLCK),
+                         local (a `nolock` mount: exclude this mount only)
   --seed N               fault injector seed
   --threads N            FUSE worker threads (default 2)
   --allow-other          let other users use the mount
@@ -93,6 +96,14 @@ fn run() -> Result<(), String> {
             "--granularity" => config.granularity = secs(&value()?)?,
             "--fault" => parse_fault(&value()?, &mut config)?,
             "--no-fcntl-revalidate" => config.fcntl_revalidates = false,
+            "--locks" => {
+                config.locks = match value()?.as_str() {
+                    "server" => LockMode::Server,
+                    "unsupported" => LockMode::Unsupported,
+                    "local" => LockMode::Local,
+                    other => return Err(format!("unknown lock mode: {other}")),
+                };
+            }
             "--seed" => {
                 let v = value()?;
                 config.seed = v.parse().map_err(|_| format!("bad seed: {v}"))?;
@@ -130,7 +141,14 @@ fn run() -> Result<(), String> {
     if stats {
         eprintln!("nfs-sim: {:?}", mount.stats());
     }
-    mount.unmount().map_err(|e| format!("unmounting: {e}"))
+    let teardown = mount.unmount().map_err(|e| format!("unmounting: {e}"))?;
+    if teardown.aborted {
+        eprintln!(
+            "nfs-sim: unmounted in {:?}, FUSE connection {} aborted",
+            teardown.elapsed, teardown.connection
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
