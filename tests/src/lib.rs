@@ -5,10 +5,14 @@
 //!   directory) x M lock cycles, holders killed with SIGKILL at random,
 //!   hold intervals (CLOCK_MONOTONIC) checked for overlap and appended
 //!   records checked for loss and duplication.
+//! - [`append`]: writer processes on several nfs-sim mounts appending
+//!   numbered messages to one mbox with `MailboxLock::append`, the mbox
+//!   checked for lost, duplicated and torn messages.
 //! - [`naive`]: the lock every NFS veteran warns about (O_EXCL create,
 //!   trust the return code, judge staleness by the local clock), to show
 //!   that the simulated file system bites.
 
+pub mod append;
 pub mod naive;
 pub mod torture;
 

@@ -13,13 +13,17 @@
 //! B <reason> <ns> pid= host= mtime=   broke a stale lock (dead, reused,
 //!                age, naive) and what it said
 //! N <ns> <seq>   release found the lock no longer ours
+//! F <errno>      the file system refused fcntl locks: the dotlock alone
+//!                (mailbox locks only)
 //! X <text>       an error, retried
 //! D              finished all its cycles
 //! ```
 //!
 //! While holding, a worker opens the shared data file (close-to-open),
 //! reads its size, pauses, and writes `<incarnation> <seq>\n` at that
-//! offset: two holders at once lose or duplicate records.
+//! offset: two holders at once lose or duplicate records. With the
+//! mailbox lock kinds the data file is the locked mailbox and the worker
+//! reads its size and writes through the locked descriptor, as an MDA does.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -33,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use spoollock::{LockOptions, MailboxLock, MailboxOptions};
 use spoollock_lockfile::{acquire, Event, LockDir, LockError, Options, StaleReason, Wait};
 
 use crate::monotonic_ns;
@@ -46,8 +51,39 @@ const DATA: &str = "data";
 /// Which lock the workers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKind {
+    /// spoollock's dotlock on `data.lock` (spoollock-lockfile).
     Spoollock,
+    /// The naive O_EXCL lock ([`crate::naive`]).
     Naive,
+    /// [`spoollock::MailboxLock`] on the data file: the dotlock and an fcntl
+    /// lock (the dotlock alone where the file system refuses fcntl locks).
+    Mailbox,
+    /// [`spoollock::MailboxLock`] with the dotlock switched off: the fcntl
+    /// lock alone.
+    FcntlOnly,
+}
+
+impl LockKind {
+    fn name(self) -> &'static str {
+        match self {
+            LockKind::Spoollock => "spoollock",
+            LockKind::Naive => "naive",
+            LockKind::Mailbox => "mailbox",
+            LockKind::FcntlOnly => "fcntl-only",
+        }
+    }
+
+    fn from_name(name: &str) -> LockKind {
+        [
+            LockKind::Spoollock,
+            LockKind::Naive,
+            LockKind::Mailbox,
+            LockKind::FcntlOnly,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+        .unwrap_or_else(|| panic!("unknown lock kind {name}"))
+    }
 }
 
 /// Where a worker runs: the directory it locks in (a local directory or
@@ -118,6 +154,9 @@ pub struct Report {
     pub broke_age: usize,
     pub naive_broke: usize,
     pub lost_while_held: usize,
+    /// Worker incarnations told that fcntl locks are refused (`ENOLCK`),
+    /// which went on with the dotlock alone.
+    pub no_record_locks: usize,
     pub errors: usize,
     /// Of `errors`, those that were ESTALE (finding F2, fixed: the library
     /// reported a lock deleted by another client between lookup and open
@@ -143,7 +182,8 @@ impl Report {
         format!(
             "{}: lock={:?} cycles={} holds={} violations={} lost={} dup={} unexpected={} \
              kills(self={} random={}) recovered={} (dead={} reused={} age={} naive={}) \
-             lost_while_held={} errors={} (estale={}) leftover_temp={} lock_left={} time={:.1}s",
+             lost_while_held={} no_record_locks={} errors={} (estale={}) leftover_temp={} \
+             lock_left={} time={:.1}s",
             self.name,
             self.lock.unwrap_or(LockKind::Spoollock),
             self.cycles,
@@ -160,6 +200,7 @@ impl Report {
             self.broke_age,
             self.naive_broke,
             self.lost_while_held,
+            self.no_record_locks,
             self.errors,
             self.estale_errors,
             self.leftover_temp_files,
@@ -215,10 +256,7 @@ impl Spec {
             "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             self.log.display(),
             self.dir.display(),
-            match self.lock {
-                LockKind::Spoollock => "spoollock",
-                LockKind::Naive => "naive",
-            },
+            self.lock.name(),
             self.stale_ms,
             self.cycles,
             self.host,
@@ -236,11 +274,7 @@ impl Spec {
         Spec {
             log: f[0].into(),
             dir: f[1].into(),
-            lock: if f[2] == "naive" {
-                LockKind::Naive
-            } else {
-                LockKind::Spoollock
-            },
+            lock: LockKind::from_name(f[2]),
             stale_ms: f[3].parse().unwrap(),
             cycles: f[4].parse().unwrap(),
             host: f[5].into(),
@@ -289,6 +323,9 @@ pub fn worker_main(spec: &str) {
         wait: Wait::Forever,
         stale_age,
         observer: Some(Arc::new(move |event: &Event| {
+            if let Event::NoRecordLocks(errno) = event {
+                log_line(&observer_log, &format!("F {errno:?}"));
+            }
             if let Event::BrokeStale(holder, reason) = event {
                 let tag = match reason {
                     StaleReason::DeadProcess => "dead",
@@ -314,11 +351,24 @@ pub fn worker_main(spec: &str) {
         ..Options::default()
     };
     let data_path = spec.dir.join(DATA);
+    let mut mailbox_opts = MailboxOptions {
+        lock: LockOptions {
+            wait: Wait::Forever,
+            stale_age,
+            keep_alive: Some(stale_age / 4),
+            observer: opts.observer.clone(),
+            ..LockOptions::default()
+        },
+        dotlock: spec.lock == LockKind::Mailbox,
+        fcntl: true,
+        ..MailboxOptions::default()
+    };
     let mut naive_stats = NaiveStats::default();
     for seq in 0..spec.cycles {
         enum Held {
             Spool(spoollock_lockfile::Dotlock),
             Naive(NaiveLock),
+            Mailbox(MailboxLock),
         }
         let held = match spec.lock {
             LockKind::Spoollock => loop {
@@ -328,6 +378,20 @@ pub fn worker_main(spec: &str) {
                 match acquire(&lock_dir, LOCK.as_ref(), &opts) {
                     Ok(lock) => break Held::Spool(lock),
                     Err(LockError::Timeout { .. }) if spec.wait_slice_ms > 0 => {}
+                    Err(e) => {
+                        log_line(&log, &format!("X acquire: {e}"));
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            },
+            LockKind::Mailbox | LockKind::FcntlOnly => loop {
+                if spec.wait_slice_ms > 0 {
+                    mailbox_opts.lock.wait =
+                        Wait::timeout(Duration::from_millis(spec.wait_slice_ms));
+                }
+                match MailboxLock::open(&data_path, &mailbox_opts) {
+                    Ok(lock) => break Held::Mailbox(lock),
+                    Err(e) if spec.wait_slice_ms > 0 && e.is_busy() => {}
                     Err(e) => {
                         log_line(&log, &format!("X acquire: {e}"));
                         std::thread::sleep(Duration::from_millis(10));
@@ -345,15 +409,24 @@ pub fn worker_main(spec: &str) {
         };
         let ino = match &held {
             Held::Spool(lock) => lock.id().ino,
-            Held::Naive(_) => 0,
+            Held::Naive(_) | Held::Mailbox(_) => 0,
         };
         log_line(&log, &format!("S {} {seq} {ino}", monotonic_ns()));
-        // Close-to-open: open after locking, write at the size seen.
-        let data = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&data_path)
-            .unwrap();
+        let mut opened: Option<File> = None;
+        let data: &File = match &held {
+            // The locked descriptor: its size is current once locked (and
+            // no second descriptor whose close could drop a POSIX lock).
+            Held::Mailbox(lock) => lock.file().expect("the mailbox exists"),
+            // Close-to-open: open after locking.
+            _ => opened.insert(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&data_path)
+                    .unwrap(),
+            ),
+        };
+        // Write at the size seen.
         let end = data.metadata().unwrap().len();
         let pause = if spec.max_pause_us > 0 {
             rng.next() % spec.max_pause_us
@@ -367,7 +440,7 @@ pub fn worker_main(spec: &str) {
         }
         data.write_all_at(format!("{} {seq}\n", spec.incarnation).as_bytes(), end)
             .unwrap();
-        drop(data);
+        drop(opened);
         if rng.unit() < spec.self_kill {
             log_line(&log, &format!("K {}", monotonic_ns()));
             kill(Pid::this(), Signal::SIGKILL).unwrap();
@@ -380,6 +453,13 @@ pub fn worker_main(spec: &str) {
                 Err(e) => log_line(&log, &format!("X release: {e}")),
             },
             Held::Naive(lock) => lock.release(),
+            Held::Mailbox(lock) => match lock.release() {
+                Ok(()) => {}
+                Err(spoollock::Error::Lock(LockError::NotOurs)) => {
+                    log_line(&log, &format!("N {} {seq}", monotonic_ns()))
+                }
+                Err(e) => log_line(&log, &format!("X release: {e}")),
+            },
         }
     }
     log_line(&log, "D");
@@ -427,6 +507,7 @@ fn parse_log(path: &Path, report: &mut Report) -> Parsed {
                 _ => report.naive_broke += 1,
             },
             "N" => report.lost_while_held += 1,
+            "F" => report.no_record_locks += 1,
             "X" => {
                 report.errors += 1;
                 if line.contains("Stale file handle") {

@@ -5,6 +5,13 @@
 //! intervals overlap and that every record was appended exactly once.
 //! The naive lock runs on the same nfs-sim setup and must fail there.
 //!
+//! `MailboxLock` (dotlock + fcntl, writing through the locked descriptor)
+//! runs on the two mounts with the server's two lock-less modes (issue 11):
+//! no lock support (`ENOLCK`: the dotlock alone) and `nolock` mounts
+//! (fcntl locks local to each mount). Both must stay sound; with the
+//! dotlock switched off, the `nolock` mode must break exclusion (and the
+//! same fcntl-only lock on a server with locking stays sound: the control).
+//!
 //! CI-sized by default. `SPOOLLOCK_SOAK=1` runs 100,000 cycles per
 //! scenario instead (`SPOOLLOCK_SOAK=N`: N cycles), e.g.
 //! `SPOOLLOCK_SOAK=1 cargo test --release -p spoollock-tests --test torture -- --nocapture`.
@@ -16,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nfs_sim::{Faults, Mount, SimConfig};
+use nfs_sim::{Faults, LockMode, Mount, SimConfig};
 use spoollock_tests::torture::{self, LockKind, Place, Report, Scenario, WORKER_ENV};
 use spoollock_tests::{fuse_unavailable, Scratch};
 
@@ -161,6 +168,16 @@ struct TwoMounts {
 
 impl TwoMounts {
     fn new(tag: &str, b_offset_ms: i64, faults: Faults) -> Option<TwoMounts> {
+        TwoMounts::with_locks(tag, b_offset_ms, faults, LockMode::Server)
+    }
+
+    /// Two mounts whose server serves fcntl locks as `locks` says.
+    fn with_locks(
+        tag: &str,
+        b_offset_ms: i64,
+        faults: Faults,
+        locks: LockMode,
+    ) -> Option<TwoMounts> {
         if let Some(reason) = fuse_unavailable() {
             eprintln!("skipping: {reason}");
             return None;
@@ -172,6 +189,7 @@ impl TwoMounts {
         let config = |seed: u64, offset: i64| SimConfig {
             clock_offset_ms: offset,
             faults: faults.clone(),
+            locks,
             seed,
             ..SimConfig::default()
         };
@@ -273,4 +291,123 @@ fn torture_nfs_sim_naive_lock_fails() {
         "the naive lock held on nfs-sim: {}",
         report.line()
     );
+}
+
+/// [`LockKind::Mailbox`] on the two-mount setup of
+/// `torture_nfs_sim_two_mounts` with the server's fcntl locks in `locks`.
+fn mailbox_run(tag: &str, locks: LockMode, lock: LockKind, ci: usize) -> Option<(Report, u64)> {
+    let m = TwoMounts::with_locks(tag, -120_000, Faults::all(0.02), locks)?;
+    let mut s = scenario(tag, &m.backing(), m.places(), lock, ci);
+    s.host_per_process = true;
+    let report = torture::run(&s);
+    print(&report);
+    let faults = m.faults_injected();
+    eprintln!("TORTURE {tag} faults injected: {faults}");
+    Some((report, faults))
+}
+
+#[test]
+fn torture_nfs_sim_mailbox_lock_nolock_mounts() {
+    if is_worker() {
+        return;
+    }
+    let Some((report, faults)) = mailbox_run(
+        "nfs-sim-mailbox-nolock",
+        LockMode::Local,
+        LockKind::Mailbox,
+        180,
+    ) else {
+        return;
+    };
+    report.assert_sound();
+    assert_eq!(report.errors, 0, "{}", report.line());
+    // nolock mounts take fcntl locks (locally): no fallback.
+    assert_eq!(report.no_record_locks, 0, "{}", report.line());
+    assert!(faults > 0, "no fault was injected");
+}
+
+#[test]
+fn torture_nfs_sim_mailbox_lock_server_without_locks() {
+    if is_worker() {
+        return;
+    }
+    let Some((report, faults)) = mailbox_run(
+        "nfs-sim-mailbox-enolck",
+        LockMode::Unsupported,
+        LockKind::Mailbox,
+        180,
+    ) else {
+        return;
+    };
+    report.assert_sound();
+    assert_eq!(report.errors, 0, "{}", report.line());
+    // Every worker that locked was told, and went on with the dotlock.
+    assert!(report.no_record_locks > 0, "{}", report.line());
+    assert!(faults > 0, "no fault was injected");
+}
+
+#[test]
+fn torture_nfs_sim_nolock_mounts_without_dotlock_fail() {
+    if is_worker() {
+        return;
+    }
+    let Some(m) = TwoMounts::with_locks(
+        "nfs-sim-fcntl-only-nolock",
+        -120_000,
+        Faults::all(0.02),
+        LockMode::Local,
+    ) else {
+        return;
+    };
+    let mut s = scenario(
+        "nfs-sim-fcntl-only-nolock",
+        &m.backing(),
+        m.places(),
+        LockKind::FcntlOnly,
+        120,
+    );
+    // Not soaked: it fails within the first cycles, which is the point.
+    s.cycles = 120 / WORKERS;
+    s.self_kill = 0.0;
+    s.random_kills_per_sec = 0.0;
+    s.max_pause = Duration::from_millis(2);
+    let report = torture::run(&s);
+    print(&report);
+    assert!(
+        report.violations > 0,
+        "fcntl locks alone held across nolock mounts: {}",
+        report.line()
+    );
+}
+
+#[test]
+fn torture_nfs_sim_fcntl_only_with_server_locks() {
+    if is_worker() {
+        return;
+    }
+    // The control for the test above: the same lock, the same load, on a
+    // server that has locking, is sound.
+    let Some(m) = TwoMounts::with_locks(
+        "nfs-sim-fcntl-only-server",
+        -120_000,
+        Faults::all(0.02),
+        LockMode::Server,
+    ) else {
+        return;
+    };
+    let mut s = scenario(
+        "nfs-sim-fcntl-only-server",
+        &m.backing(),
+        m.places(),
+        LockKind::FcntlOnly,
+        120,
+    );
+    s.cycles = 120 / WORKERS;
+    s.self_kill = 0.0;
+    s.random_kills_per_sec = 0.0;
+    s.max_pause = Duration::from_millis(2);
+    let report = torture::run(&s);
+    print(&report);
+    report.assert_sound();
+    assert_eq!(report.errors, 0, "{}", report.line());
 }
