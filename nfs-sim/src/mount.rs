@@ -1,7 +1,7 @@
 //! Mounting a FUSE connection, and taking it down again within a bound.
 //!
 //! nfs-sim mounts `/dev/fuse` itself (mount(2); it runs as root) and lets
-//! fuser only serve the connection, so that nothing but [`Attached::teardown`]
+//! fuser only serve the connection, so that nothing but this module's teardown
 //! ever unmounts: fuser's own `umount_and_join` joins the session threads
 //! without a bound, and those threads end only when the kernel tears the
 //! connection down, which it does when the *last* copy of the mount is
