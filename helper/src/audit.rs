@@ -1,21 +1,39 @@
 //! The audit trail: one syslog record per grant, release, refresh failure
-//! and refusal, sent over the local syslog socket only (the `syslog`
-//! crate's `unix` backend: `/dev/log`, never a network fallback).
+//! and refusal, sent over the local syslog socket only (`/dev/log`, never a
+//! network fallback).
 //!
 //! Records are `key=value` pairs. Every value is sanitized: bytes outside
 //! printable ASCII, spaces, `"`, `\` and `=` become `\xNN`, and values are
 //! bounded in length, so nothing a caller controls can forge a second
 //! record, a field, or terminal escapes in a log viewer.
+//!
+//! Each record carries the helper's group in its kernel-checked sender
+//! credentials (`SCM_CREDENTIALS`): the kernel lets a process claim only
+//! one of its own real, effective or saved gids, and the helper's saved
+//! gid is the mail group, which callers do not have. The syslog daemon
+//! sees it as the sender's gid (rsyslog's `$!gid`, journald's `_GID`), so a
+//! record that any user can write to `/dev/log` with the helper's tag is
+//! told apart from the helper's own (see `docs/audit.md`).
 
-use std::io::Write;
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 
-use syslog::{Facility, LogFormat, Logger, LoggerBackend, Severity};
+use nix::errno::Errno;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr, UnixCredentials};
+use spoollock_protocol::paths;
 
 /// The syslog tag.
 pub const TAG: &str = "spoollock-helper";
 
 /// Longest value written into a record (longer ones are cut, marked `...`).
 const MAX_VALUE: usize = 160;
+
+/// syslog facilities and severities (RFC 3164) the helper uses.
+const LOG_MAIL: u8 = 2 << 3;
+const LOG_AUTHPRIV: u8 = 10 << 3;
+const LOG_WARNING: u8 = 4;
+const LOG_INFO: u8 = 6;
 
 /// What kind of event a record is; decides facility and severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,45 +51,71 @@ pub enum Class {
 }
 
 impl Class {
-    fn facility(self) -> Facility {
+    fn facility(self) -> u8 {
         match self {
-            Class::Refusal => Facility::LOG_AUTHPRIV,
-            _ => Facility::LOG_MAIL,
+            Class::Refusal => LOG_AUTHPRIV,
+            _ => LOG_MAIL,
         }
     }
 
-    fn severity(self) -> Severity {
+    fn severity(self) -> u8 {
         match self {
-            Class::Grant | Class::Release => Severity::LOG_INFO,
-            Class::Failure | Class::Refusal => Severity::LOG_WARNING,
+            Class::Grant | Class::Release => LOG_INFO,
+            Class::Failure | Class::Refusal => LOG_WARNING,
         }
+    }
+
+    /// The `<PRI>` value: facility and severity.
+    fn priority(self) -> u8 {
+        self.facility() | self.severity()
     }
 }
 
-/// One record: its class and its already-sanitized text.
+/// The connection to the local syslog socket.
 #[derive(Debug)]
-pub struct Record {
-    class: Class,
-    text: String,
+enum Socket {
+    /// `/dev/log` as every Linux syslog daemon serves it.
+    Datagram(UnixDatagram),
+    /// A stream socket (some daemons): records end with a NUL byte.
+    Stream(UnixStream),
 }
 
-/// RFC 3164 framing without timestamp or host name (the local daemon adds
-/// both), so formatting reads no clock, time zone or host configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct Format {
-    pid: u32,
-}
-
-impl LogFormat<Record> for Format {
-    fn format<W: Write>(
-        &self,
-        w: &mut W,
-        _severity: Severity,
-        record: Record,
-    ) -> syslog::Result<()> {
-        let pri = record.class.facility() as u8 | record.class.severity() as u8;
-        write!(w, "<{pri}>{TAG}[{}]: {}", self.pid, record.text).map_err(syslog::Error::Write)
+impl Socket {
+    fn connect() -> std::io::Result<Socket> {
+        let datagram = UnixDatagram::unbound()?;
+        match datagram.connect(paths::SYSLOG_SOCKET) {
+            Ok(()) => Ok(Socket::Datagram(datagram)),
+            Err(e) if e.raw_os_error() == Some(Errno::EPROTOTYPE as i32) => {
+                UnixStream::connect(paths::SYSLOG_SOCKET).map(Socket::Stream)
+            }
+            Err(e) => Err(e),
+        }
     }
+
+    /// Send one record with the sender credentials `creds` (or the
+    /// kernel's default ones when `None`).
+    fn send(&self, bytes: &[u8], creds: Option<&UnixCredentials>) -> Result<(), Errno> {
+        let nul = [0u8];
+        let (fd, iov) = match self {
+            Socket::Datagram(s) => (s.as_raw_fd(), [IoSlice::new(bytes), IoSlice::new(&[])]),
+            Socket::Stream(s) => (s.as_raw_fd(), [IoSlice::new(bytes), IoSlice::new(&nul)]),
+        };
+        let total = bytes.len() + usize::from(matches!(self, Socket::Stream(_)));
+        let cmsg = creds.map(ControlMessage::ScmCredentials);
+        let sent = sendmsg::<UnixAddr>(fd, &iov, cmsg.as_slice(), MsgFlags::MSG_NOSIGNAL, None)?;
+        if sent == total {
+            Ok(())
+        } else {
+            Err(Errno::EMSGSIZE)
+        }
+    }
+}
+
+/// One record's bytes: RFC 3164 framing without timestamp or host name
+/// (the local daemon adds both), so formatting reads no clock, time zone
+/// or host configuration.
+fn frame(class: Class, pid: u32, text: &str) -> String {
+    format!("<{}>{TAG}[{pid}]: {text}", class.priority())
 }
 
 /// Who the records are about; filled in as the helper learns it.
@@ -86,7 +130,11 @@ pub struct Subject {
 /// Where records go.
 enum Sink {
     /// The local syslog socket: the installed helper.
-    Syslog(Logger<LoggerBackend, Format>),
+    Syslog {
+        socket: Socket,
+        /// The sender credentials every record carries.
+        creds: UnixCredentials,
+    },
     /// Kept in order, for the fuzzer and the tests that drive a session
     /// in-process.
     Memory(Vec<(Class, String)>),
@@ -108,16 +156,29 @@ impl std::fmt::Debug for Audit {
 
 impl Audit {
     /// Connect to the local syslog socket. The helper refuses to run
-    /// without an audit trail, so a failure here ends it.
-    pub fn connect() -> Result<Audit, String> {
-        let format = Format {
-            pid: std::process::id(),
-        };
-        let logger = syslog::unix(format).map_err(|e| e.to_string())?;
+    /// without an audit trail, so a failure here ends it. Records carry
+    /// the process's real ids until [`Audit::claim_group`].
+    pub fn connect() -> Result<Audit, std::io::Error> {
         Ok(Audit {
-            sink: Sink::Syslog(logger),
+            sink: Sink::Syslog {
+                socket: Socket::connect()?,
+                creds: UnixCredentials::new(),
+            },
             subject: Subject::default(),
         })
+    }
+
+    /// Send every later record with `gid` as the sender's group: one the
+    /// process has as its real, effective or saved gid (the kernel refuses
+    /// any other, and the record then goes with the real ids).
+    pub fn claim_group(&mut self, gid: nix::unistd::Gid) {
+        if let Sink::Syslog { creds, .. } = &mut self.sink {
+            *creds = UnixCredentials::from(nix::libc::ucred {
+                pid: creds.pid(),
+                uid: creds.uid(),
+                gid: gid.as_raw(),
+            });
+        }
     }
 
     /// An audit trail kept in memory: [`Audit::records`] returns it.
@@ -132,7 +193,7 @@ impl Audit {
     pub fn records(&self) -> &[(Class, String)] {
         match &self.sink {
             Sink::Memory(records) => records,
-            Sink::Syslog(_) => &[],
+            Sink::Syslog { .. } => &[],
         }
     }
 
@@ -141,27 +202,29 @@ impl Audit {
     /// went away is lost); the connection is retried once.
     pub fn record(&mut self, class: Class, op: &str, result: &str, fields: &[(&str, &str)]) {
         let text = render(&self.subject, op, result, fields);
-        let logger = match &mut self.sink {
-            Sink::Syslog(logger) => logger,
-            Sink::Memory(records) => return records.push((class, text)),
-        };
-        let severity = class.severity();
-        let sent = logger.formatter.format(
-            &mut logger.backend,
-            severity,
-            Record {
-                class,
-                text: text.clone(),
-            },
-        );
-        if sent.is_err() {
-            if let Ok(fresh) = syslog::unix(logger.formatter) {
-                *logger = fresh;
-                let _ =
-                    logger
-                        .formatter
-                        .format(&mut logger.backend, severity, Record { class, text });
+        let _ = self.send(class, text);
+    }
+
+    fn send(&mut self, class: Class, text: String) -> Result<(), Errno> {
+        let (socket, creds) = match &mut self.sink {
+            Sink::Syslog { socket, creds } => (socket, creds),
+            Sink::Memory(records) => {
+                records.push((class, text));
+                return Ok(());
             }
+        };
+        let bytes = frame(class, std::process::id(), &text);
+        let claimed = socket.send(bytes.as_bytes(), Some(creds));
+        match claimed {
+            // Credentials the kernel would not let us claim: still send
+            // the record, with the default ones.
+            Err(Errno::EPERM) => socket.send(bytes.as_bytes(), None),
+            Err(_) => {
+                *socket = Socket::connect()
+                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)))?;
+                socket.send(bytes.as_bytes(), Some(creds))
+            }
+            Ok(()) => Ok(()),
         }
     }
 }
@@ -269,13 +332,67 @@ mod tests {
 
     #[test]
     fn facilities_and_severities() {
+        assert_eq!(Class::Refusal.priority(), (10 << 3) | 4);
+        assert_eq!(Class::Failure.priority(), (2 << 3) | 4);
+        assert_eq!(Class::Grant.priority(), (2 << 3) | 6);
         assert_eq!(
-            Class::Refusal.facility() as u8 | Class::Refusal.severity() as u8,
-            (10 << 3) | 4
+            frame(Class::Release, 42, "op=release"),
+            "<22>spoollock-helper[42]: op=release"
         );
-        assert_eq!(
-            Class::Grant.facility() as u8 | Class::Grant.severity() as u8,
-            (2 << 3) | 6
-        );
+    }
+
+    #[test]
+    fn a_record_carries_the_claimed_group() {
+        // A private datagram socket standing in for /dev/log, with
+        // credentials passing on: what a syslog daemon sees.
+        use nix::sys::socket::{
+            bind, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned,
+            SockFlag, SockType,
+        };
+        let dir = std::env::temp_dir().join(format!("sl-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let daemon = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(daemon.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        setsockopt(&daemon, sockopt::PassCred, &true).unwrap();
+        let sender = UnixDatagram::unbound().unwrap();
+        sender.connect(&path).unwrap();
+        let socket = Socket::Datagram(sender);
+        let gid = nix::unistd::getegid().as_raw();
+        let creds = UnixCredentials::from(nix::libc::ucred {
+            pid: std::process::id() as i32,
+            uid: nix::unistd::getuid().as_raw(),
+            gid,
+        });
+        socket
+            .send(b"<22>spoollock-helper[1]: x", Some(&creds))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut space = nix::cmsg_space!(UnixCredentials);
+        let msg = recvmsg::<UnixAddr>(
+            daemon.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .unwrap();
+        let seen = msg
+            .cmsgs()
+            .unwrap()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmCredentials(c) => Some(c),
+                _ => None,
+            })
+            .expect("credentials passed");
+        assert_eq!(seen.gid(), gid);
+        assert_eq!(seen.pid(), std::process::id() as i32);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,6 +14,7 @@
 //! - [`policy`]: who may lock what (login, spool selection, spool and
 //!   mailbox checks);
 //! - [`config`]: the spool list and its root-owned configuration file;
+//! - [`holder`]: whether a lock belongs to another live helper session;
 //! - [`privilege`]: the mail group parked in the saved set-gid, raised only
 //!   around directory-changing calls;
 //! - [`sweep`]: removal of the caller's dead temporary files;
@@ -22,6 +23,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod holder;
 pub mod policy;
 pub mod privilege;
 pub mod session;

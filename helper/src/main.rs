@@ -52,8 +52,8 @@ enum StartupError {
     /// Descriptor `0`, `1` or `2` was closed at exec.
     StdFdClosed(u8),
     /// Descriptor 0 or 1 is not a pipe opened the right way, or 2 is not
-    /// open for writing.
-    StdFdNotPipe(u8),
+    /// open for writing; what it is, when `fstat` said.
+    StdFdNotPipe(u8, Option<system::FdKind>),
     /// The local syslog socket cannot be reached.
     NoSyslog(String),
     /// The helper's group does not exist.
@@ -64,6 +64,10 @@ enum StartupError {
         sgid: u32,
         group: u32,
         no_new_privs: bool,
+        /// The helper's own file, as `/proc/self/exe` shows it.
+        binary: Option<system::OwnBinary>,
+        /// The name of the group the binary is setgid to, if it is one.
+        binary_group: Option<String>,
     },
     /// Changing or verifying the group ids or capabilities failed.
     Privileges(String),
@@ -74,7 +78,7 @@ impl StartupError {
         match self {
             StartupError::ArgcZero | StartupError::BadArguments => exit::USAGE,
             StartupError::StdFdClosed(_)
-            | StartupError::StdFdNotPipe(_)
+            | StartupError::StdFdNotPipe(..)
             | StartupError::NoSyslog(_) => exit::ENVIRONMENT,
             StartupError::NoGroup | StartupError::NotPrivileged { .. } => exit::NOT_PRIVILEGED,
             StartupError::Hardening(_) | StartupError::Privileges(_) => exit::INTERNAL,
@@ -87,7 +91,7 @@ impl StartupError {
             StartupError::BadArguments => "bad-arguments",
             StartupError::Hardening(_) => "hardening-failed",
             StartupError::StdFdClosed(_) => "fd-closed",
-            StartupError::StdFdNotPipe(_) => "fd-not-pipe",
+            StartupError::StdFdNotPipe(..) => "fd-not-pipe",
             StartupError::NoSyslog(_) => "no-syslog",
             StartupError::NoGroup => "no-group",
             StartupError::NotPrivileged { .. } => "not-privileged",
@@ -110,14 +114,18 @@ impl std::fmt::Display for StartupError {
                 f,
                 "file descriptor {fd} was closed at start; refusing (0 and 1 must be pipes, 2 open)"
             ),
-            StartupError::StdFdNotPipe(0) => {
-                f.write_str("standard input must be the read end of a pipe from the client")
-            }
-            StartupError::StdFdNotPipe(1) => {
-                f.write_str("file descriptor 1 must be the write end of a pipe to the client")
-            }
-            StartupError::StdFdNotPipe(fd) => {
-                write!(f, "file descriptor {fd} must be open for writing")
+            StartupError::StdFdNotPipe(fd, kind) => {
+                match fd {
+                    0 => f.write_str("standard input must be the read end of a pipe from the client")?,
+                    1 => f.write_str(
+                        "file descriptor 1 must be the write end of a pipe to the client",
+                    )?,
+                    _ => write!(f, "file descriptor {fd} must be open for writing")?,
+                }
+                match kind {
+                    Some(kind) => write!(f, "; it is {kind}"),
+                    None => Ok(()),
+                }
             }
             StartupError::NoSyslog(why) => write!(
                 f,
@@ -134,26 +142,57 @@ impl std::fmt::Display for StartupError {
                 sgid,
                 group,
                 no_new_privs,
+                binary,
+                binary_group,
             } => {
+                let g = paths::HELPER_GROUP;
+                let p = paths::HELPER_PATH;
                 write!(
                     f,
-                    "not running with group {:?} (gid {group}): effective gid {egid}, saved gid {sgid}. ",
-                    paths::HELPER_GROUP
+                    "not running with group {g:?} (gid {group}): effective gid {egid}, saved gid {sgid}. ",
                 )?;
-                if *no_new_privs {
-                    f.write_str(
+                let install = format!("chown root:{g} {p} && chmod 2755 {p}");
+                match binary {
+                    _ if *no_new_privs => f.write_str(
                         "no_new_privs is set in this process (container runtime, systemd \
                          NoNewPrivileges=, setpriv --no-new-privs), so the kernel ignored the \
                          setgid bit. Run the client without no_new_privs.",
-                    )
-                } else {
-                    write!(
+                    ),
+                    Some(b) if b.setgid && b.gid != *group => {
+                        let name = binary_group
+                            .as_deref()
+                            .map_or_else(|| format!("gid {}", b.gid), |n| format!("{n:?}"));
+                        write!(
+                            f,
+                            "This helper is installed setgid to group {name} (gid {gid}), but it was \
+                             built for group {g:?}, the group its spools must belong to (the group \
+                             is fixed at build time). Either install it setgid {g:?}: {install}; or, \
+                             if your spools belong to {name}, rebuild it with \
+                             SPOOLLOCK_HELPER_GROUP={raw} in the environment of cargo build.",
+                            gid = b.gid,
+                            raw = binary_group.as_deref().unwrap_or("GROUP"),
+                        )
+                    }
+                    Some(b) if b.setgid && b.nosuid => write!(
+                        f,
+                        "The helper is setgid {g:?}, but its file system is mounted nosuid, so the \
+                         kernel ignored the bit. Install it on a file system mounted without \
+                         nosuid.",
+                    ),
+                    Some(b) if b.setgid => write!(
+                        f,
+                        "The helper is setgid {g:?}, but the kernel did not apply the bit (a \
+                         user namespace, or a security module). Run it outside of those.",
+                    ),
+                    Some(_) => write!(
+                        f,
+                        "The helper's file is not setgid. Install it with: {install}",
+                    ),
+                    None => write!(
                         f,
                         "The setgid bit is missing or ignored (nosuid mount). Install it with: \
-                         chown root:{g} {p} && chmod 2755 {p}",
-                        g = paths::HELPER_GROUP,
-                        p = paths::HELPER_PATH
-                    )
+                         {install}",
+                    ),
                 }
             }
             StartupError::Privileges(why) => write!(f, "cannot change group ids: {why}"),
@@ -261,6 +300,10 @@ fn run() -> i32 {
 
     let mut audit = match audit {
         Ok(mut audit) => {
+            // Records carry the group parked in the saved set-gid as their
+            // sender's gid: the syslog daemon tells them from records any
+            // user can send with our tag (see `audit`).
+            audit.claim_group(parked.group());
             audit.subject.uid = Some(uid.as_raw());
             audit.subject.client_pid = u32::try_from(getppid().as_raw()).ok();
             audit.subject.login = login.as_ref().ok().cloned();
@@ -273,7 +316,7 @@ fn run() -> i32 {
             {
                 None
             } else {
-                let e = StartupError::NoSyslog(why);
+                let e = StartupError::NoSyslog(why.to_string());
                 say(&e.to_string());
                 return e.exit_code();
             }
@@ -338,7 +381,8 @@ fn run() -> i32 {
     };
     for fd in 0..3u8 {
         if !usable(fd as usize) {
-            return refuse(&mut Some(audit), StartupError::StdFdNotPipe(fd));
+            let kind = kinds[fd as usize].as_ref().ok().copied();
+            return refuse(&mut Some(audit), StartupError::StdFdNotPipe(fd, kind));
         }
     }
 
@@ -352,6 +396,15 @@ fn run() -> i32 {
         }
     };
     if at_exec.effective != group || at_exec.saved != group {
+        let binary = system::own_binary();
+        let binary_group = binary
+            .filter(|b| b.setgid)
+            .and_then(|b| {
+                Group::from_gid(nix::unistd::Gid::from_raw(b.gid))
+                    .ok()
+                    .flatten()
+            })
+            .map(|g| g.name);
         return refuse(
             &mut Some(audit),
             StartupError::NotPrivileged {
@@ -359,6 +412,8 @@ fn run() -> i32 {
                 sgid: at_exec.saved.as_raw(),
                 group: group.as_raw(),
                 no_new_privs: no_new_privs_at_exec,
+                binary,
+                binary_group,
             },
         );
     }

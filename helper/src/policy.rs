@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, Mode, SFlag};
 use nix::unistd::{Gid, Uid, User};
-use spoollock_lockfile::{LockDir, NAME_MAX};
+use spoollock_lockfile::LockDir;
 use spoollock_protocol::{MailboxProblem, Refusal, SpoolProblem, SpoolSel, Target};
 
 use crate::trusted::{self, is_kind, WalkError};
@@ -35,14 +35,10 @@ pub fn lookup_login(uid: Uid) -> Result<String, Refusal> {
 
 /// Whether a login can name a mailbox and its lock: a plain, printable
 /// ASCII file name that is not hidden, not an option, not itself a lock
-/// name (no `alice.lock.lock` chains) and short enough for `.lock`.
+/// name (no `alice.lock.lock` chains) and short enough for `.lock`. The
+/// rule is the protocol crate's, which the client library applies too.
 pub fn login_usable(login: &str) -> bool {
-    !login.is_empty()
-        && login.len() + ".lock".len() <= NAME_MAX
-        && login.bytes().all(|b| b.is_ascii_graphic() && b != b'/')
-        && !login.starts_with('.')
-        && !login.starts_with('-')
-        && !login.ends_with(".lock")
+    spoollock_protocol::login_usable(login)
 }
 
 /// The lock name for a login: always built here, from the login only.
@@ -134,7 +130,7 @@ mod tests {
         for ok in ["alice", "bob.smith", "u_1", "svc$", "a-b"] {
             assert!(login_usable(ok), "{ok}");
         }
-        let long = "a".repeat(NAME_MAX);
+        let long = "a".repeat(spoollock_lockfile::NAME_MAX);
         for bad in [
             "",
             ".hidden",

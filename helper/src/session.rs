@@ -3,7 +3,7 @@
 //! session; the helper refreshes it while it is held.
 
 use std::fs::File;
-use std::io::{BufReader, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,11 +13,15 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::fstatat;
 use spoollock_lockfile::{
-    acquire, check, process_state, remove_by_name, touch_by_name, Dotlock, Event, Holder, LockDir,
-    LockError, LockState, Observer, Op, Options, PidMode, ProcState, StaleReason, Wait,
+    acquire, check, process_state, remove_by_name, touch_by_name, Dotlock, Event, Holder,
+    LockContent, LockDir, LockError, LockState, Observer, Op, Options, PidMode, ProcState,
+    StaleReason, Wait, MAX_CONTENT,
 };
 use spoollock_protocol::codec::{encode, Frame, PREFIX_LEN};
-use spoollock_protocol::limits::{DEFAULT_STALE_AGE_SECS, MAX_STALE_AGE_SECS, MIN_STALE_AGE_SECS};
+use spoollock_protocol::limits::{
+    DEFAULT_STALE_AGE_SECS, MAX_GRANTED_PER_SESSION, MAX_REFUSED_PER_SESSION, MAX_STALE_AGE_SECS,
+    MIN_STALE_AGE_SECS,
+};
 use spoollock_protocol::{
     exit, read_frame, CodecError, FrameProblem, FsOp, Hello, HolderInfo, LockInfo, LockMode,
     LockRequest, LockStatus, Refusal, Reply, Request, SessionInfo, StaleKind, Target, WaitSpec,
@@ -26,6 +30,7 @@ use spoollock_protocol::{
 
 use crate::audit::{Audit, Class};
 use crate::config::ConfigError;
+use crate::holder::{live_session, SessionHolder};
 use crate::policy::{self, Caller};
 use crate::privilege::GroupPrivilege;
 use crate::sweep;
@@ -68,8 +73,11 @@ pub struct Session {
     privilege: Arc<GroupPrivilege>,
     /// The client's requests. Buffered: requests the client sent together
     /// are read with one `read` (the buffer's size is fixed; the codec
-    /// still checks each frame's length before allocating or decoding).
-    input: BufReader<File>,
+    /// still checks each frame's length before allocating or decoding),
+    /// and a frame is decoded only once all of it is here, so that a
+    /// client that sends half a frame never blocks the session (its lock
+    /// is still refreshed).
+    input: Inbox,
     output: Outbox,
     /// Readable when the client sends something or goes away: ends waits.
     interrupt: Arc<OwnedFd>,
@@ -87,6 +95,10 @@ pub struct Session {
     /// hold for the descriptor (the directory cannot be swapped under it),
     /// so a session checks each spool once.
     opened: Vec<(usize, LockDir)>,
+    /// Requests refused so far, by result keyword (see `limits`).
+    refused: Vec<(&'static str, u32)>,
+    /// Locks granted so far.
+    granted: u32,
 }
 
 impl Session {
@@ -103,7 +115,7 @@ impl Session {
         Ok(Session {
             audit,
             privilege,
-            input: BufReader::with_capacity(PREFIX_LEN + MAX_FRAME, File::from(input)),
+            input: Inbox::new(File::from(input)),
             output: Outbox {
                 pipe: File::from(output),
                 pending: Vec::new(),
@@ -117,6 +129,8 @@ impl Session {
             swept: Vec::new(),
             broke_stale: Arc::default(),
             opened: Vec::new(),
+            refused: Vec::new(),
+            granted: 0,
         })
     }
 
@@ -148,15 +162,24 @@ impl Session {
             return exit::REFUSED;
         }
         loop {
-            if !self.frame_buffered() {
+            // Until a whole frame (or one the codec refuses from its prefix
+            // alone) is here, wait for the client, refreshing a held lock
+            // meanwhile: half a frame is no reason to stop refreshing.
+            while !self.frame_buffered() {
                 // About to wait for the client: send the replies owed first.
                 if self.output.flush().is_err() {
                     return self.end("client-gone", exit::OK);
                 }
-                if self.input.buffer().is_empty() && !self.wait_for_request() {
+                if !self.wait_for_request() {
                     continue;
                 }
+                match self.input.fill() {
+                    Ok(0) | Err(_) => break, // end of file or a failed read: reported below
+                    Ok(_) => {}
+                }
             }
+            // Never blocks: either a whole frame is buffered, or the pipe
+            // is at its end (or failed) and the codec says how.
             let request = match read_frame::<_, Request>(&mut self.input) {
                 Ok(request) => request,
                 Err(CodecError::Closed) => return self.end("eof", exit::OK),
@@ -236,7 +259,7 @@ impl Session {
     /// Whether a whole frame (or one the codec refuses from its prefix
     /// alone) is already buffered, so reading it cannot block.
     fn frame_buffered(&self) -> bool {
-        let buf = self.input.buffer();
+        let buf = self.input.buffered();
         let Some(prefix) = buf.first_chunk::<PREFIX_LEN>() else {
             return false;
         };
@@ -255,7 +278,7 @@ impl Session {
                 PollTimeout::try_from(every.as_millis()).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(self.input.get_ref().as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(self.input.pipe.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, timeout) {
             Ok(0) => {
                 self.refresh();
@@ -329,16 +352,24 @@ impl Session {
     fn dispatch(&mut self, request: Request) -> Step {
         let op = match &request {
             Request::Lock(_) => "lock",
-            Request::Touch(_) => "touch",
-            Request::Unlock(_) => "unlock",
+            Request::Touch(_) | Request::ForceTouch(_) => "touch",
+            Request::Unlock(_) | Request::ForceUnlock(_) => "unlock",
             Request::Check(_) => "check",
             Request::Bye => "bye",
         };
+        let refused = self.refused.iter().map(|(_, n)| n).sum::<u32>();
+        let over = refused >= MAX_REFUSED_PER_SESSION
+            || (op == "lock" && self.granted >= MAX_GRANTED_PER_SESSION);
+        if over && op != "bye" {
+            return Step::End(self.over_limit(op, refused));
+        }
         let mut fields = Fields::new();
         let result = match request {
             Request::Lock(r) => self.lock(r, &mut fields),
-            Request::Touch(t) => self.touch(&t, &mut fields),
-            Request::Unlock(t) => self.unlock(&t, &mut fields),
+            Request::Touch(t) => self.touch(&t, false, &mut fields),
+            Request::ForceTouch(t) => self.touch(&t, true, &mut fields),
+            Request::Unlock(t) => self.unlock(&t, false, &mut fields),
+            Request::ForceUnlock(t) => self.unlock(&t, true, &mut fields),
             Request::Check(t) => self.check(&t, &mut fields),
             Request::Bye => {
                 let code = self.end("bye", exit::OK);
@@ -349,7 +380,10 @@ impl Session {
         let reply = match result {
             Ok(reply) => {
                 match &reply {
-                    Reply::Locked(_) => record(&self.audit, Class::Grant, op, "granted", &fields),
+                    Reply::Locked(_) => {
+                        self.granted += 1;
+                        record(&self.audit, Class::Grant, op, "granted", &fields)
+                    }
                     Reply::Unlocked => {
                         fields.push(("trigger", "request".into()));
                         record(&self.audit, Class::Release, "release", "released", &fields)
@@ -360,6 +394,11 @@ impl Session {
             }
             Err(refusal) => {
                 self.audit_refusal(op, &refusal, &fields);
+                let keyword = refusal.keyword();
+                match self.refused.iter_mut().find(|(k, _)| *k == keyword) {
+                    Some((_, n)) => *n += 1,
+                    None => self.refused.push((keyword, 1)),
+                }
                 Reply::Error(refusal)
             }
         };
@@ -367,6 +406,33 @@ impl Session {
             Ok(()) => Step::Continue,
             Err(_) => Step::End(self.end("client-gone", exit::OK)),
         }
+    }
+
+    /// The session asked for more than one session may (see `limits`):
+    /// one final record with the counts, the request refused with
+    /// [`Refusal::SessionLimit`], and the session ends (a held lock is
+    /// released). A client that floods the helper with refused requests
+    /// thus leaves at most `MAX_REFUSED_PER_SESSION` + 1 refusal records.
+    fn over_limit(&mut self, op: &str, refused: u32) -> i32 {
+        let refusal = Refusal::SessionLimit {
+            refused,
+            granted: self.granted,
+        };
+        let results = self
+            .refused
+            .iter()
+            .map(|(k, n)| format!("{k}:{n}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let fields = vec![
+            ("request", op.to_owned()),
+            ("refused", refused.to_string()),
+            ("granted", self.granted.to_string()),
+            ("refused_by_result", results),
+        ];
+        self.audit_refusal("session", &refusal, &fields);
+        let _ = self.output.queue(&Reply::Error(refusal));
+        self.end("session-limit", exit::REFUSED)
     }
 
     /// Check the target and open its spool.
@@ -457,7 +523,7 @@ impl Session {
             // The wait may be long: the replies owed go out first (a
             // failure shows again at the next flush).
             let _ = self.output.flush();
-            if !self.input.buffer().is_empty() {
+            if !self.input.buffered().is_empty() {
                 // The client has already sent more, read ahead into our
                 // buffer where the pipe no longer shows it: that ends the
                 // wait at once, as it would have on the pipe.
@@ -488,7 +554,7 @@ impl Session {
         if first || self.broke_stale.load(Ordering::Relaxed) {
             self.sweep(index, &dir);
         }
-        let lock = acquired.map_err(refusal_of)?;
+        let lock = acquired.map_err(|e| not_a_lock(&dir, &name, e))?;
         let info = LockInfo {
             spool: self.spools[index].clone(),
             name,
@@ -525,7 +591,12 @@ impl Session {
         }
     }
 
-    fn touch(&mut self, target: &Target, fields: &mut Fields) -> Result<Reply, Refusal> {
+    fn touch(
+        &mut self,
+        target: &Target,
+        force: bool,
+        fields: &mut Fields,
+    ) -> Result<Reply, Refusal> {
         let (index, dir) = self.prepare(target, fields)?;
         if let Some(held) = self.held.as_ref().filter(|h| h.spool == index) {
             fields.push(("mode", "session".into()));
@@ -543,15 +614,33 @@ impl Session {
         if self.lost == Some(index) {
             return Err(Refusal::LockLost);
         }
-        fields.push(("mode", "by-name".into()));
+        fields.push(("mode", by_name(force)));
         let name = policy::lock_name(&self.caller().login);
         ensure_present(&dir, &name)?;
         let uid = self.caller().uid.as_raw();
-        touch_by_name(&dir, name.as_ref(), |_, owner| owner == uid).map_err(refusal_of)?;
+        let guard = self.session_guard(force);
+        touch_by_name(&dir, name.as_ref(), |content, owner| {
+            owner == uid && guard.allows(content)
+        })
+        .map_err(|e| guard.refusal(&dir, &name, e))?;
         Ok(Reply::Touched)
     }
 
-    fn unlock(&mut self, target: &Target, fields: &mut Fields) -> Result<Reply, Refusal> {
+    /// What keeps a by-name touch or unlock off another live helper
+    /// session's lock (unless `force`), and says whose it was.
+    fn session_guard(&self, force: bool) -> SessionGuard {
+        SessionGuard {
+            check: (!force).then(|| (self.caller().uid.as_raw(), self.privilege.group())),
+            found: std::cell::Cell::new(None),
+        }
+    }
+
+    fn unlock(
+        &mut self,
+        target: &Target,
+        force: bool,
+        fields: &mut Fields,
+    ) -> Result<Reply, Refusal> {
         let (index, dir) = self.prepare(target, fields)?;
         if self.held.as_ref().is_some_and(|h| h.spool == index) {
             fields.push(("mode", "session".into()));
@@ -565,20 +654,34 @@ impl Session {
         if self.lost.take() == Some(index) {
             return Err(Refusal::LockLost);
         }
-        fields.push(("mode", "by-name".into()));
+        fields.push(("mode", by_name(force)));
         let name = policy::lock_name(&self.caller().login);
         ensure_present(&dir, &name)?;
         let uid = self.caller().uid.as_raw();
         let opts = self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()));
-        remove_by_name(&dir, name.as_ref(), &opts, |_, owner| owner == uid).map_err(refusal_of)?;
+        let guard = self.session_guard(force);
+        remove_by_name(&dir, name.as_ref(), &opts, |content, owner| {
+            owner == uid && guard.allows(content)
+        })
+        .map_err(|e| guard.refusal(&dir, &name, e))?;
         Ok(Reply::Unlocked)
     }
 
+    /// The lock's state, read with the caller's rights only: nothing is
+    /// created in the spool (the lockfile crate would make a probe file to
+    /// read the file system's clock; without the group it cannot, and the
+    /// clock of a reading this session already took, or the local one, is
+    /// used instead, as for any `check` on a directory the caller may not
+    /// write).
     fn check(&mut self, target: &Target, fields: &mut Fields) -> Result<Reply, Refusal> {
         let (_, dir) = self.prepare(target, fields)?;
         let name = policy::lock_name(&self.caller().login);
-        let opts = self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()));
-        let status = match check(&dir, name.as_ref(), &opts).map_err(refusal_of)? {
+        let opts = Options {
+            privilege: None,
+            ..self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()))
+        };
+        let state = check(&dir, name.as_ref(), &opts).map_err(|e| not_a_lock(&dir, &name, e))?;
+        let status = match state {
             LockState::Free => LockStatus::Free,
             LockState::Held(holder) => LockStatus::Held(holder_info(&holder)),
             LockState::Stale(holder, reason) => LockStatus::Stale(
@@ -629,6 +732,75 @@ impl Outbox {
     }
 }
 
+/// The client's requests as read from its pipe: one fixed buffer, large
+/// enough for the largest frame, refilled after what it still holds.
+#[derive(Debug)]
+struct Inbox {
+    pipe: File,
+    buf: Box<[u8]>,
+    /// The unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl Inbox {
+    fn new(pipe: File) -> Inbox {
+        Inbox {
+            pipe,
+            buf: vec![0; PREFIX_LEN + MAX_FRAME].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The bytes read from the pipe and not yet consumed.
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// One `read` from the pipe, after the bytes already buffered (moved
+    /// to the front first): the number of bytes read, 0 at end of file.
+    /// Once a frame's prefix is here the rest of the frame fits.
+    fn fill(&mut self) -> std::io::Result<usize> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            // Only a whole frame fills the buffer; it is read first.
+            return Err(std::io::ErrorKind::OutOfMemory.into());
+        }
+        loop {
+            match self.pipe.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Reads what is buffered first, and reads the pipe only when nothing is.
+impl Read for Inbox {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.fill()? == 0 {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+}
+
 /// A hello that is never accepted, to answer a client whose hello did not
 /// decode.
 fn bogus_hello() -> Hello {
@@ -647,6 +819,65 @@ fn already_readable() -> Result<OwnedFd, Errno> {
 
 fn io_errno(e: std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32))
+}
+
+/// The audit's `mode` field of a by-name touch or unlock.
+fn by_name(force: bool) -> String {
+    if force { "by-name-forced" } else { "by-name" }.into()
+}
+
+/// Keeps a by-name touch or unlock off a lock that another live helper
+/// session of the caller holds (see [`crate::holder`]).
+struct SessionGuard {
+    /// The caller's uid and the helper's group; `None` when forced.
+    check: Option<(u32, nix::unistd::Gid)>,
+    /// The session found holding the lock the request was refused for.
+    found: std::cell::Cell<Option<SessionHolder>>,
+}
+
+impl SessionGuard {
+    /// Whether the request may act on a lock with this content.
+    fn allows(&self, content: &LockContent) -> bool {
+        let Some((uid, group)) = self.check else {
+            return true;
+        };
+        let holder = live_session(content, uid, group, std::process::id());
+        self.found.set(holder);
+        holder.is_none()
+    }
+
+    /// The refusal for `e`: a live session's lock says whose it is.
+    fn refusal(&self, dir: &LockDir, name: &str, e: LockError) -> Refusal {
+        match (e, self.found.get()) {
+            (LockError::NotOurs, Some(holder)) => Refusal::HeldBySession {
+                helper_pid: holder.helper_pid,
+                client_pid: holder.client_pid,
+            },
+            (e, _) => not_a_lock(dir, name, e),
+        }
+    }
+}
+
+/// [`refusal_of`], telling apart what sits at the lock name when the lock
+/// crate says it is no lock: a symlink or another kind of file, or a
+/// regular file too large to be a lock (and whose).
+fn not_a_lock(dir: &LockDir, name: &str, e: LockError) -> Refusal {
+    if e != LockError::NotRegularFile {
+        return refusal_of(e);
+    }
+    match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st)
+            if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG
+                && st.st_size > MAX_CONTENT as i64 =>
+        {
+            Refusal::LockTooLarge {
+                size: u64::try_from(st.st_size).unwrap_or(0),
+                owner: st.st_uid,
+                max: MAX_CONTENT as u32,
+            }
+        }
+        _ => Refusal::LockNotRegular,
+    }
 }
 
 /// A by-name request for a lock that does not exist says so.

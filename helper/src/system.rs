@@ -54,8 +54,23 @@ pub struct FdKind {
     pub writable: bool,
     /// What glibc puts on a standard descriptor that was closed when a
     /// setgid program starts (`/dev/full` write-only on 0, `/dev/null`
-    /// read-only on 1 and 2, opened before `main`).
+    /// read-only on 1 and 2, opened before `main`, all with `O_NOFOLLOW`,
+    /// which a shell's redirection such as `2</dev/null` does not use).
     pub filled_by_libc: bool,
+    /// The kind of file: "a pipe", "a regular file", ...
+    pub file: &'static str,
+}
+
+impl std::fmt::Display for FdKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let access = match (self.readable, self.writable) {
+            (true, true) => "open for reading and writing",
+            (true, false) => "open read-only",
+            (false, true) => "open write-only",
+            (false, false) => "open without read or write access",
+        };
+        write!(f, "{}, {access}", self.file)
+    }
 }
 
 /// Inspect an open descriptor (one of the standard three).
@@ -69,13 +84,25 @@ pub fn fd_kind(fd: impl AsFd) -> Result<FdKind, Errno> {
             && nix::sys::stat::major(st.st_rdev) == 1
             && nix::sys::stat::minor(st.st_rdev) == minor
     };
-    let filled_by_libc = (is_mem_dev(7) && mode == OFlag::O_WRONLY) // /dev/full
-        || (is_mem_dev(3) && mode == OFlag::O_RDONLY); // /dev/null
+    let filled_by_libc = flags.contains(OFlag::O_NOFOLLOW)
+        && ((is_mem_dev(7) && mode == OFlag::O_WRONLY) // /dev/full
+            || (is_mem_dev(3) && mode == OFlag::O_RDONLY)); // /dev/null
+    let file = match kind {
+        SFlag::S_IFIFO => "a pipe",
+        SFlag::S_IFREG => "a regular file",
+        SFlag::S_IFCHR if is_mem_dev(3) => "/dev/null",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFBLK => "a block device",
+        _ => "a file of another kind",
+    };
     Ok(FdKind {
         is_pipe: kind == SFlag::S_IFIFO,
         readable: mode == OFlag::O_RDONLY || mode == OFlag::O_RDWR,
         writable: mode == OFlag::O_WRONLY || mode == OFlag::O_RDWR,
         filled_by_libc,
+        file,
     })
 }
 
@@ -129,6 +156,31 @@ pub fn harden_process() -> Result<(), Errno> {
     nix::sys::prctl::set_dumpable(false)?;
     nix::sys::prctl::set_no_new_privs()?;
     Ok(())
+}
+
+/// The helper's own file: whether it is setgid and to which group, and
+/// whether its file system honours that (`nosuid`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnBinary {
+    pub setgid: bool,
+    pub gid: u32,
+    pub nosuid: bool,
+}
+
+/// What `/proc/self/exe` says about the helper's file, to tell a missing
+/// setgid bit from one set to another group or ignored by the kernel.
+pub fn own_binary() -> Option<OwnBinary> {
+    use std::os::unix::fs::MetadataExt;
+    const EXE: &str = "/proc/self/exe";
+    let meta = std::fs::metadata(EXE).ok()?;
+    let nosuid = nix::sys::statvfs::statvfs(EXE)
+        .map(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_NOSUID))
+        .unwrap_or(false);
+    Some(OwnBinary {
+        setgid: meta.mode() & 0o2000 != 0,
+        gid: meta.gid(),
+        nosuid,
+    })
 }
 
 /// Whether `no_new_privs` was already set when the helper was executed

@@ -86,3 +86,54 @@ fn kind(reply: &Reply) -> &'static str {
         Reply::Error(_) => "error",
     }
 }
+
+/// A session cannot flood the audit trail: refused requests past the
+/// limit, and lock requests past the grant limit, end it with
+/// `SessionLimit` (the checks in `run_case` hold the counts to the
+/// replies; here, exactly where it ends).
+#[test]
+fn floods_end_at_the_session_limits() {
+    use spoollock_protocol::limits::{MAX_GRANTED_PER_SESSION, MAX_REFUSED_PER_SESSION};
+    use spoollock_protocol::Refusal;
+    let Some(spool) = Spool::create_or_skip() else {
+        return;
+    };
+    // Stage 0 (nothing planted), then 40 by-name unlocks with no lock:
+    // each refused (not-locked).
+    let mut data = vec![0u8];
+    for _ in 0..40 {
+        data.extend_from_slice(&[8, 0]);
+    }
+    let replies = run_case(&spool, &data);
+    let max = MAX_REFUSED_PER_SESSION as usize;
+    assert_eq!(replies.len(), max + 1, "{replies:?}");
+    assert!(replies[..max]
+        .iter()
+        .all(|r| matches!(r, Reply::Error(Refusal::NotLocked))));
+    assert_eq!(
+        replies[max],
+        Reply::Error(Refusal::SessionLimit {
+            refused: MAX_REFUSED_PER_SESSION,
+            granted: 0
+        })
+    );
+
+    // 20 rounds of lock and unlock: the lock request after the last grant
+    // allowed ends the session.
+    let mut data = vec![0u8];
+    for _ in 0..20 {
+        data.extend_from_slice(&[0, 0, 0, 0, 8, 0]);
+    }
+    let replies = run_case(&spool, &data);
+    let max = MAX_GRANTED_PER_SESSION as usize;
+    let kinds: Vec<&str> = replies.iter().map(kind).collect();
+    assert_eq!(kinds.len(), 2 * max + 1, "{replies:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "locked").count(), max);
+    assert_eq!(
+        replies.last(),
+        Some(&Reply::Error(Refusal::SessionLimit {
+            refused: 0,
+            granted: MAX_GRANTED_PER_SESSION
+        }))
+    );
+}

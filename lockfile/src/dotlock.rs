@@ -241,11 +241,17 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
 /// file created in `dir`; when `dir` is not writable the local clock is used
 /// instead (so a `check` by a user who could not take the lock anyway may
 /// call a lock stale up to the clock skew early).
+///
+/// A regular file larger than any lock content is no lock, as for
+/// [`acquire`] (which never breaks one): [`LockError::NotRegularFile`].
 pub fn check(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<LockState> {
     validate_name(name)?;
     let Some(existing) = inspect(dir, name)? else {
         return Ok(LockState::Free);
     };
+    if existing.version.size > MAX_CONTENT as i64 {
+        return Err(LockError::NotRegularFile);
+    }
     let fs_now = fs_now(dir, opts).unwrap_or_else(|_| SystemTime::now());
     let holder = existing.holder();
     Ok(

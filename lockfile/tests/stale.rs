@@ -314,6 +314,11 @@ fn an_old_file_too_large_to_be_a_lock_is_never_removed() {
     );
     assert_eq!(mtime(), before);
     assert_eq!(std::fs::read(scratch.path().join(LOCK)).unwrap(), big);
+    // And `check` says what `acquire` says: no lock, not a stale one.
+    assert_eq!(
+        check(&dir, name(), &no_wait()).unwrap_err(),
+        LockError::NotRegularFile
+    );
 }
 
 /// Runs only in the process the fork test starts (one test thread, so the

@@ -40,7 +40,7 @@ impl Frame for Welcome {
 }
 
 impl Frame for Request {
-    const VARIANTS: Option<u32> = Some(5);
+    const VARIANTS: Option<u32> = Some(7);
 }
 
 impl Frame for Reply {
@@ -246,8 +246,8 @@ mod tests {
     #[test]
     fn variant_counts_match_the_enums() {
         // The last variant's index is VARIANTS - 1.
-        let bye = encode(&Request::Bye).unwrap();
-        assert_eq!(&bye[4..8], &4u32.to_le_bytes());
+        let last = encode(&Request::ForceTouch(Target::default_spool())).unwrap();
+        assert_eq!(&last[4..8], &6u32.to_le_bytes());
         let err = encode(&Reply::Error(Refusal::NotLocked)).unwrap();
         assert_eq!(&err[4..8], &6u32.to_le_bytes());
     }
@@ -278,8 +278,10 @@ mod tests {
                 spool: SpoolSel::Index(1),
                 mailbox: None,
             }),
-            Request::Check(target),
+            Request::Check(target.clone()),
             Request::Bye,
+            Request::ForceUnlock(target.clone()),
+            Request::ForceTouch(target),
         ];
         for r in requests {
             let bytes = encode(&r).unwrap();
@@ -314,6 +316,19 @@ mod tests {
                 holder: Some(holder),
             }),
             Reply::Error(Refusal::Spool(crate::SpoolProblem::WrongGroup { gid: 0 })),
+            Reply::Error(Refusal::HeldBySession {
+                helper_pid: 4242,
+                client_pid: Some(4241),
+            }),
+            Reply::Error(Refusal::LockTooLarge {
+                size: 2048,
+                owner: 1001,
+                max: 512,
+            }),
+            Reply::Error(Refusal::SessionLimit {
+                refused: 16,
+                granted: 0,
+            }),
         ];
         for r in replies {
             let bytes = encode(&r).unwrap();
@@ -422,8 +437,8 @@ mod tests {
 
     #[test]
     fn unknown_variant_is_refused() {
-        let r = read_frame::<_, Request>(&mut &frame_of(&[5, 0, 0, 0])[..]);
-        assert!(matches!(r, Err(CodecError::UnknownVariant { index: 5 })));
+        let r = read_frame::<_, Request>(&mut &frame_of(&[7, 0, 0, 0])[..]);
+        assert!(matches!(r, Err(CodecError::UnknownVariant { index: 7 })));
         let r = read_frame::<_, Reply>(&mut &frame_of(&[0xff, 0xff, 0xff, 0xff])[..]);
         assert!(matches!(
             r,

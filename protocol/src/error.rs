@@ -216,6 +216,34 @@ pub enum Refusal {
     StaleNotRemoved { errno: i32 },
     /// Any other system call failure.
     Io { op: FsOp, errno: i32 },
+
+    // -- added in protocol version 2 ------------------------------------
+    /// A by-name touch or unlock of a lock that belongs to another live
+    /// helper session of the caller (`spoollock run --mailbox` holding
+    /// it): the lock goes when that session ends. Forced requests
+    /// ([`crate::Request::ForceUnlock`]) act on it anyway.
+    HeldBySession {
+        /// The helper serving that session (the pid in the lock).
+        helper_pid: u32,
+        /// That helper's parent: the program that holds the lock through
+        /// it, when `/proc` said.
+        client_pid: Option<u32>,
+    },
+    /// A regular file larger than any lock content sits at the lock name:
+    /// it is not a lock (a user whose login is the mailbox's name plus
+    /// `.lock` has a mailbox there, or a program wrote something else), so
+    /// it is never judged stale, broken, refreshed or removed.
+    LockTooLarge {
+        /// Its size in bytes.
+        size: u64,
+        /// Its owner.
+        owner: u32,
+        /// The largest lock content spoollock reads.
+        max: u32,
+    },
+    /// The session made too many requests that were refused, or asked for
+    /// too many locks; it is ended (see [`crate::limits`]).
+    SessionLimit { refused: u32, granted: u32 },
 }
 
 impl Refusal {
@@ -238,7 +266,9 @@ impl Refusal {
                 | Refusal::BadConfig(_)
                 | Refusal::Mailbox(_)
                 | Refusal::LockNotRegular
+                | Refusal::LockTooLarge { .. }
                 | Refusal::NotOurs
+                | Refusal::SessionLimit { .. }
         )
     }
 
@@ -270,6 +300,9 @@ impl Refusal {
             Refusal::TempWrite { .. } => "temp-write",
             Refusal::StaleNotRemoved { .. } => "stale-not-removed",
             Refusal::Io { .. } => "io",
+            Refusal::HeldBySession { .. } => "held-by-session",
+            Refusal::LockTooLarge { .. } => "lock-too-large",
+            Refusal::SessionLimit { .. } => "session-limit",
         }
     }
 }
@@ -328,6 +361,36 @@ impl fmt::Display for Refusal {
                 write!(f, "cannot remove stale lock (errno {errno})")
             }
             Refusal::Io { op, errno } => write!(f, "cannot {op} (errno {errno})"),
+            Refusal::HeldBySession {
+                helper_pid,
+                client_pid,
+            } => {
+                write!(
+                    f,
+                    "the lock belongs to a live spoollock-helper session (helper pid {helper_pid}"
+                )?;
+                if let Some(client) = client_pid {
+                    write!(f, ", serving pid {client}")?;
+                }
+                f.write_str(
+                    "), such as a running `spoollock run --mailbox`; it is removed when that \
+                     session ends. Nothing changed; force it only if that program must lose its lock",
+                )
+            }
+            Refusal::LockTooLarge { size, owner, max } => write!(
+                f,
+                "the lock name holds a regular file of {size} bytes owned by uid {owner}, larger \
+                 than any lock file ({max} bytes at most): it is not a lock (perhaps the mailbox \
+                 of a user whose login ends in .lock), and spoollock never breaks or removes it. \
+                 Nothing changed; the administrator must look at it and move it away"
+            ),
+            Refusal::SessionLimit { refused, granted } => write!(
+                f,
+                "session ended by the helper: {refused} requests refused and {granted} locks \
+                 granted in one session (at most {} and {})",
+                crate::limits::MAX_REFUSED_PER_SESSION,
+                crate::limits::MAX_GRANTED_PER_SESSION
+            ),
         }
     }
 }

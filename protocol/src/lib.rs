@@ -28,6 +28,8 @@
 //!                                 <-      Reply::Status(LockStatus) | Reply::Error(_)
 //!   Request::Unlock(Target)       ->
 //!                                 <-      Reply::Unlocked | Reply::Error(_)
+//!   Request::ForceTouch(Target)   ->      (as Touch and Unlock, also on a
+//!   Request::ForceUnlock(Target)  ->       live helper session's lock)
 //!   Request::Bye                  ->
 //!                                 <-      Reply::Bye, and the helper exits 0
 //! ```
@@ -45,15 +47,26 @@
 //!
 //! A malformed frame ends the session: the helper answers
 //! [`Refusal::BadFrame`] (when the pipe still works) and exits with
-//! [`exit::REFUSED`].
+//! [`exit::REFUSED`]. So does a session that has had
+//! [`limits::MAX_REFUSED_PER_SESSION`] requests refused, or asks for more
+//! than [`limits::MAX_GRANTED_PER_SESSION`] locks: the helper answers
+//! [`Refusal::SessionLimit`] (to the request that went over, or
+//! unprompted after the last refusal) and exits.
+//!
+//! By-name [`Request::Touch`] and [`Request::Unlock`] refuse a lock that
+//! belongs to another live helper session of the caller
+//! ([`Refusal::HeldBySession`]); [`Request::ForceTouch`] and
+//! [`Request::ForceUnlock`] act on it anyway.
 #![forbid(unsafe_code)]
 
 pub mod codec;
 mod error;
+pub mod login;
 mod message;
 
 pub use codec::{read_frame, write_frame, CodecError, Frame, MAX_FRAME};
 pub use error::{FrameProblem, FsOp, MailboxProblem, Refusal, SpoolProblem};
+pub use login::login_usable;
 pub use message::{
     Hello, HolderInfo, LockInfo, LockMode, LockRequest, LockStatus, Reply, Request, SessionInfo,
     SpoolSel, StaleKind, Target, WaitSpec, Welcome,
@@ -61,7 +74,11 @@ pub use message::{
 
 /// The protocol version this crate speaks. Bumped on any change to the
 /// messages after [`Hello`]/[`Welcome`], whose layout never changes.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: [`Request::ForceUnlock`] and [`Request::ForceTouch`];
+/// [`Refusal::HeldBySession`], [`Refusal::LockTooLarge`] and
+/// [`Refusal::SessionLimit`].
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first bytes of every [`Hello`] and [`Welcome`]: a stray program on
 /// the other end of the pipe is told apart from a version mismatch.
@@ -118,6 +135,15 @@ pub mod exit {
 
 /// Limits the helper enforces on requests.
 pub mod limits {
+    /// Refused requests one session may make: the one that reaches this
+    /// count ends the session, with one final audit record that counts
+    /// them ([`crate::Refusal::SessionLimit`]), so that no session can
+    /// flood the audit trail.
+    pub const MAX_REFUSED_PER_SESSION: u32 = 16;
+    /// Locks one session may be granted: a lock request beyond this count
+    /// ends the session the same way (every grant and release is a record
+    /// too).
+    pub const MAX_GRANTED_PER_SESSION: u32 = 16;
     /// The smallest stale age a client may ask for: shorter ages would let
     /// a caller break valid locks (say, a delivery agent's) early.
     pub const MIN_STALE_AGE_SECS: u32 = 300;

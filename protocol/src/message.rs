@@ -133,6 +133,12 @@ pub enum Request {
     Check(Target),
     /// End the session (releasing a session lock) and exit.
     Bye,
+    /// [`Request::Unlock`] by name, also when the lock belongs to another
+    /// live helper session of the caller (`spoollock unlock --force`).
+    ForceUnlock(Target),
+    /// [`Request::Touch`] by name, also when the lock belongs to another
+    /// live helper session of the caller (`spoollock touch --force`).
+    ForceTouch(Target),
 }
 
 /// Who the helper decided the caller is, and what it can lock.

@@ -48,6 +48,8 @@ fn request() -> impl Strategy<Value = Request> {
         target().prop_map(Request::Unlock),
         target().prop_map(Request::Check),
         Just(Request::Bye),
+        target().prop_map(Request::ForceUnlock),
+        target().prop_map(Request::ForceTouch),
     ]
 }
 

@@ -22,7 +22,8 @@
 //! - the session ends with status 0 or 1, never panics, never hangs;
 //! - the replies are well-formed frames, exactly one per request read, of
 //!   the kind that request allows, as an independent reading of the same
-//!   stream predicts;
+//!   stream predicts (a session that goes over its limits answers its last
+//!   request with `SessionLimit` and ends, the counts matching the replies);
 //! - every grant, release and refusal has its audit record, each one line
 //!   of printable ASCII;
 //! - afterwards the spool holds nothing new but a detached lock that was
@@ -47,6 +48,7 @@ use spoollock_helper::audit::{Audit, Class};
 use spoollock_helper::privilege::GroupPrivilege;
 use spoollock_helper::session::Session;
 use spoollock_protocol::codec::encode;
+use spoollock_protocol::limits::{MAX_GRANTED_PER_SESSION, MAX_REFUSED_PER_SESSION};
 use spoollock_protocol::{
     exit, read_frame, CodecError, Hello, LockMode, LockRequest, Refusal, Reply, Request, SpoolSel,
     Target, WaitSpec, Welcome,
@@ -429,9 +431,13 @@ fn encode_stream(b: &mut Bytes<'_>, spool: &Spool) -> Vec<u8> {
     let mut out = encode(&Hello::current()).expect("hello encodes");
     while let Some(op) = b.byte() {
         // Op codes (low four bits): 0-5 and 15 lock, 6-7 touch, 8-9
-        // unlock, 10-11 check, 12 bye, 13 a raw frame, 14 raw bytes.
+        // unlock, 10-11 check, 12 bye, 13 a raw frame, 14 raw bytes; a
+        // touch or unlock with the high bit set is forced.
+        let forced = op & 0x80 != 0;
         let request = match op % 16 {
+            6 | 7 if forced => Request::ForceTouch(target(b, spool)),
             6 | 7 => Request::Touch(target(b, spool)),
+            8 | 9 if forced => Request::ForceUnlock(target(b, spool)),
             8 | 9 => Request::Unlock(target(b, spool)),
             10 | 11 => Request::Check(target(b, spool)),
             12 => Request::Bye,
@@ -462,8 +468,11 @@ fn reply_fits(request: &Request, reply: &Reply) -> bool {
         (request, reply),
         (_, Reply::Error(_))
             | (Request::Lock(_), Reply::Locked(_))
-            | (Request::Touch(_), Reply::Touched)
-            | (Request::Unlock(_), Reply::Unlocked)
+            | (Request::Touch(_) | Request::ForceTouch(_), Reply::Touched)
+            | (
+                Request::Unlock(_) | Request::ForceUnlock(_),
+                Reply::Unlocked
+            )
             | (Request::Check(_), Reply::Status(_))
             | (Request::Bye, Reply::Bye)
     )
@@ -568,7 +577,6 @@ pub fn run_case(spool: &Spool, data: &[u8]) -> Replies {
     let session =
         Session::new(audit.clone(), privilege, OwnedFd::from(reader), output).expect("session");
     let code = session.run(Ok(stage.login.to_owned()), Ok(spool.spools()));
-    assert_eq!(code, expected.code, "exit status");
 
     // Replies: one per request read, each of a kind its request allows.
     let mut out = Vec::new();
@@ -604,12 +612,47 @@ pub fn run_case(spool: &Spool, data: &[u8]) -> Replies {
         }
     }
     let got: Vec<Reply> = got.collect();
-    let answered = got.len() - usize::from(expected.bad_frame);
-    assert_eq!(
-        answered,
-        expected.requests.len(),
-        "one reply per request: {got:?}"
-    );
+    // A session over its limits (too many refusals, or a lock request
+    // after too many grants) ends early: its last request is answered by
+    // SessionLimit, with the counts that led there.
+    let limited = match got.last() {
+        Some(Reply::Error(Refusal::SessionLimit { refused, granted })) => {
+            let before = &got[..got.len() - 1];
+            let errors = before
+                .iter()
+                .filter(|r| matches!(r, Reply::Error(_)))
+                .count();
+            let locks = before
+                .iter()
+                .filter(|r| matches!(r, Reply::Locked(_)))
+                .count();
+            assert_eq!(
+                (errors, locks),
+                (*refused as usize, *granted as usize),
+                "{got:?}"
+            );
+            let last = &expected.requests[got.len() - 1];
+            assert!(
+                *refused >= MAX_REFUSED_PER_SESSION
+                    || (*granted >= MAX_GRANTED_PER_SESSION && matches!(last, Request::Lock(_))),
+                "session ended under its limits: {got:?}"
+            );
+            true
+        }
+        _ => false,
+    };
+    if limited {
+        assert_eq!(code, exit::REFUSED, "exit status");
+        assert!(got.len() <= expected.requests.len(), "{got:?}");
+    } else {
+        assert_eq!(code, expected.code, "exit status");
+        let answered = got.len() - usize::from(expected.bad_frame);
+        assert_eq!(
+            answered,
+            expected.requests.len(),
+            "one reply per request: {got:?}"
+        );
+    }
     for (request, reply) in expected.requests.iter().zip(&got) {
         assert!(
             reply_fits(request, reply),
@@ -620,7 +663,7 @@ pub fn run_case(spool: &Spool, data: &[u8]) -> Replies {
             assert_eq!(Path::new(&info.spool), spool.good);
         }
     }
-    if expected.bad_frame {
+    if expected.bad_frame && !limited {
         assert!(
             matches!(got.last(), Some(Reply::Error(Refusal::BadFrame(_)))),
             "a bad frame ends the session with BadFrame: {got:?}"
