@@ -1,8 +1,11 @@
 //! The library's error type.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
 
 pub use spoollock_lockfile::LockError;
+pub use spoollock_protocol::Refusal;
 
 /// Everything that can go wrong when locking through this library.
 #[derive(Debug)]
@@ -22,6 +25,37 @@ pub enum Error {
     MailboxReplaced(std::path::PathBuf),
     /// Any other I/O failure (running a command, opening a mailbox).
     Io(std::io::Error),
+    /// The helper refused the request (a reason the direct path has no
+    /// error for).
+    Refused(Refusal),
+    /// The helper stopped before answering: it refused to start (no syslog
+    /// socket, not installed setgid, ...), and `reason` is what it said on
+    /// its standard error, or it died.
+    HelperExited {
+        /// The helper's own explanation (its standard error), if any.
+        reason: String,
+        /// How it ended.
+        status: ExitStatus,
+    },
+    /// The directory is writable by a group, but the installed helper is
+    /// setgid to another one: neither the caller nor the helper may lock
+    /// there.
+    SpoolGroup {
+        dir: PathBuf,
+        dir_gid: u32,
+        helper: PathBuf,
+        helper_gid: u32,
+    },
+    /// The caller's login cannot name a mailbox (see
+    /// [`spoollock_protocol::login_usable`]).
+    UnusableLogin { login: String },
+    /// A regular file larger than any lock file sits at the lock name: it
+    /// is not a lock, and is never broken, refreshed or removed.
+    NotALock {
+        path: PathBuf,
+        size: u64,
+        owner: u32,
+    },
 }
 
 impl Error {
@@ -44,6 +78,42 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Io(e) => e.fmt(f),
+            Error::Refused(refusal) => write!(f, "spoollock-helper refused: {refusal}"),
+            Error::HelperExited { reason, status } if reason.is_empty() => {
+                write!(f, "spoollock-helper ended without answering ({status})")
+            }
+            Error::HelperExited { reason, .. } => f.write_str(reason),
+            Error::SpoolGroup {
+                dir,
+                dir_gid,
+                helper,
+                helper_gid,
+            } => write!(
+                f,
+                "cannot lock in {dir}: you may not write it; it is writable by group {dg}, \
+                 but {helper} is setgid to group {hg}, so it does not serve this directory \
+                 either. The helper's group and the spool's must be the same (see \
+                 spoollock-helper(8))",
+                dir = dir.display(),
+                dg = group_name(*dir_gid),
+                helper = helper.display(),
+                hg = group_name(*helper_gid),
+            ),
+            Error::UnusableLogin { login } => write!(
+                f,
+                "your login {login:?} cannot name a mailbox (it must be printable ASCII, \
+                 without '/', not start with '.' or '-', not end in \".lock\")"
+            ),
+            Error::NotALock { path, size, owner } => write!(
+                f,
+                "{path}: a regular file of {size} bytes owned by uid {owner}, larger than any \
+                 lock file ({max} bytes at most), sits at the lock name: it is not a lock \
+                 (perhaps the mailbox of a user whose login ends in .lock), and spoollock never \
+                 breaks or removes it. Nothing changed; have it looked at and moved away (in a \
+                 mail spool, by the administrator)",
+                path = path.display(),
+                max = spoollock_lockfile::MAX_CONTENT,
+            ),
         }
     }
 }
@@ -67,6 +137,14 @@ impl From<LockError> for Error {
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Io(e)
+    }
+}
+
+/// A group's name and gid, or its gid alone.
+fn group_name(gid: u32) -> String {
+    match nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) {
+        Ok(Some(g)) => format!("{} (gid {gid})", g.name),
+        _ => format!("gid {gid}"),
     }
 }
 

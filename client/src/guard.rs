@@ -148,7 +148,10 @@ impl LockGuard {
             });
         }
         let dir = LockDir::open(&target.dir)?;
-        let lock = Arc::new(acquire(&dir, &target.name, &opts.lockfile_options())?);
+        let lock = Arc::new(
+            acquire(&dir, &target.name, &opts.lockfile_options())
+                .map_err(|e| not_a_lock(target, e))?,
+        );
         let keep_alive = opts
             .keep_alive
             .map(|every| KeepAlive::start(Arc::clone(&lock), every));
@@ -256,7 +259,7 @@ pub fn lock_state(target: &LockTarget, opts: &LockOptions) -> Result<LockState> 
         return privileged::check(target);
     }
     let dir = LockDir::open(&target.dir)?;
-    Ok(check(&dir, &target.name, &opts.lockfile_options())?)
+    check(&dir, &target.name, &opts.lockfile_options()).map_err(|e| not_a_lock(target, e))
 }
 
 /// Create a lock that stays after this process exits (`spoollock lock`,
@@ -273,36 +276,61 @@ pub fn lock_detached(target: &LockTarget, opts: &LockOptions) -> Result<()> {
         return privileged::lock_detached(target, opts.wait, opts.stale_age, holder_pid);
     }
     let dir = LockDir::open(&target.dir)?;
-    acquire(&dir, &target.name, &opts.lockfile_options())?.leak();
+    acquire(&dir, &target.name, &opts.lockfile_options())
+        .map_err(|e| not_a_lock(target, e))?
+        .leak();
     Ok(())
 }
 
 /// Remove a lock made by [`lock_detached`]: only one owned by the caller
 /// (root may remove any, as with `rm`).
-pub fn unlock_by_name(target: &LockTarget) -> Result<()> {
+///
+/// On a spool served by the helper, a lock that another live helper
+/// session of the caller holds (a running `spoollock run --mailbox`, or a
+/// [`LockGuard`] of another program) is refused with
+/// [`spoollock_protocol::Refusal::HeldBySession`], unless `force`: that
+/// session would go on without its lock. (On a directory the caller writes
+/// there are no helper sessions; `force` changes nothing there.)
+pub fn unlock_by_name(target: &LockTarget, force: bool) -> Result<()> {
     if privileged::needs_helper(&target.dir)? {
-        return privileged::by_name(target, true);
+        return privileged::by_name(target, true, force);
     }
     let dir = LockDir::open(&target.dir)?;
-    Ok(remove_by_name(
-        &dir,
-        &target.name,
-        &Options::default(),
-        is_mine,
-    )?)
+    remove_by_name(&dir, &target.name, &Options::default(), is_mine)
+        .map_err(|e| not_a_lock(target, e))
 }
 
-/// Refresh a lock made by [`lock_detached`] (only the caller's own).
-pub fn touch_by_name(target: &LockTarget) -> Result<()> {
+/// Refresh a lock made by [`lock_detached`] (only the caller's own; a live
+/// helper session's only when `force`, as for [`unlock_by_name`]).
+pub fn touch_by_name(target: &LockTarget, force: bool) -> Result<()> {
     if privileged::needs_helper(&target.dir)? {
-        return privileged::by_name(target, false);
+        return privileged::by_name(target, false, force);
     }
     let dir = LockDir::open(&target.dir)?;
-    Ok(spoollock_lockfile::touch_by_name(
-        &dir,
-        &target.name,
-        is_mine,
-    )?)
+    spoollock_lockfile::touch_by_name(&dir, &target.name, is_mine)
+        .map_err(|e| not_a_lock(target, e))
+}
+
+/// A lock error on the direct path, telling a regular file too large to
+/// be a lock (the lock crate's [`LockError::NotRegularFile`] covers it
+/// with symlinks and directories) apart as [`Error::NotALock`], as the
+/// helper does.
+pub(crate) fn not_a_lock(target: &LockTarget, e: LockError) -> Error {
+    use std::os::unix::fs::MetadataExt;
+    if e != LockError::NotRegularFile {
+        return Error::Lock(e);
+    }
+    let path = target.path();
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_file() && m.len() > spoollock_lockfile::MAX_CONTENT as u64 => {
+            Error::NotALock {
+                path,
+                size: m.len(),
+                owner: m.uid(),
+            }
+        }
+        _ => Error::Lock(e),
+    }
 }
 
 /// Locks made by name belong to the user who created the file.

@@ -53,7 +53,7 @@ pub mod privileged;
 pub mod record_lock;
 mod target;
 
-pub use error::{Error, LockError, Result};
+pub use error::{Error, LockError, Refusal, Result};
 pub use guard::{lock_detached, lock_state, touch_by_name, unlock_by_name, LockGuard, LockOptions};
 pub use mailbox::{MailboxLock, MailboxOptions, Order};
 pub use record_lock::{LockKind, RecordLockFlavor};

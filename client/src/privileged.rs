@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use nix::unistd::{access, getuid, AccessFlags, User};
@@ -25,8 +25,9 @@ use spoollock_lockfile::{
     AppendMark, LockContent, LockError, StaleReason, Wait, DEFAULT_STALE_AGE,
 };
 use spoollock_protocol::{
-    codec::encode, paths, read_frame, FsOp, Hello, HolderInfo, LockMode, LockRequest, LockStatus,
-    Refusal, Reply, Request, SessionInfo, SpoolSel, StaleKind, Target, WaitSpec, Welcome,
+    codec::encode, paths, read_frame, CodecError, FsOp, Hello, HolderInfo, LockMode, LockRequest,
+    LockStatus, Refusal, Reply, Request, SessionInfo, SpoolSel, StaleKind, Target, WaitSpec,
+    Welcome,
 };
 
 use crate::error::{Error, Result};
@@ -50,7 +51,7 @@ struct Helper {
 /// started this program in secure mode (`AT_SECURE`: setuid, setgid, file
 /// capabilities or a security module's transition). When that cannot be
 /// told, the answer is yes.
-fn elevated() -> bool {
+pub(crate) fn elevated() -> bool {
     let ids_differ = match (nix::unistd::getresuid(), nix::unistd::getresgid()) {
         (Ok(u), Ok(g)) => {
             u.real != u.effective || u.real != u.saved || g.real != g.effective || g.real != g.saved
@@ -135,7 +136,17 @@ pub(crate) fn needs_helper(dir: &Path) -> Result<bool> {
         return Ok(false);
     }
     let helper = installed_helper()?;
-    Ok(helper.gid == meta.gid())
+    if helper.gid != meta.gid() {
+        // Neither we nor the helper may write here: say why, rather than
+        // let the direct path fail on its temporary file.
+        return Err(Error::SpoolGroup {
+            dir: dir.to_owned(),
+            dir_gid: meta.gid(),
+            helper: helper.path,
+            helper_gid: helper.gid,
+        });
+    }
+    Ok(true)
 }
 
 /// A running helper session holding the caller's mailbox lock.
@@ -144,7 +155,11 @@ pub struct HelperSession {
     child: Child,
     to_helper: Option<ChildStdin>,
     from_helper: ChildStdout,
+    /// The helper's standard error: what it says when it refuses to start.
+    helper_stderr: Option<ChildStderr>,
     target: Target,
+    /// The lock file the session is about (for error messages).
+    lock_path: PathBuf,
     /// Who the helper says we are, and which spools it serves.
     pub info: SessionInfo,
 }
@@ -165,16 +180,21 @@ impl HelperSession {
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Piped, not inherited: when the helper refuses to start, its
+            // reason becomes the error (see `receive`).
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::Helper(format!("cannot run {}: {e}", helper.path.display())))?;
         let to_helper = child.stdin.take().expect("piped stdin");
         let from_helper = child.stdout.take().expect("piped stdout");
+        let helper_stderr = child.stderr.take();
         Ok(HelperSession {
             child,
             to_helper: Some(to_helper),
             from_helper,
+            helper_stderr,
             target: Target::default_spool(),
+            lock_path: PathBuf::new(),
             info: SessionInfo {
                 uid: 0,
                 login: String::new(),
@@ -196,7 +216,7 @@ impl HelperSession {
         }
         match self.receive::<Reply>()? {
             Reply::Ready(info) => self.info = info,
-            Reply::Error(refusal) => return Err(refused(refusal)),
+            Reply::Error(refusal) => return Err(self.refused(refusal)),
             other => return Err(protocol_error(&other)),
         }
         Ok(())
@@ -232,6 +252,7 @@ impl HelperSession {
         let (session, reply) = match own_target {
             Some(own_target) => {
                 let mut session = HelperSession::spawn()?;
+                session.lock_path = target.path();
                 let mut both = encode(&Hello::current()).map_err(codec_error)?;
                 both.extend(encode(&request(own_target.clone())).map_err(codec_error)?);
                 session.target = own_target;
@@ -242,6 +263,7 @@ impl HelperSession {
             }
             None => {
                 let mut session = HelperSession::start()?;
+                session.lock_path = target.path();
                 session.target = session.target_for(target)?;
                 let reply = session.call(&request(session.target.clone()))?;
                 (session, reply)
@@ -249,7 +271,7 @@ impl HelperSession {
         };
         match reply {
             Reply::Locked(_) => Ok(session),
-            Reply::Error(refusal) => Err(refused(refusal)),
+            Reply::Error(refusal) => Err(session.refused(refusal)),
             other => Err(protocol_error(&other)),
         }
     }
@@ -289,7 +311,7 @@ impl HelperSession {
     pub fn touch(&mut self) -> Result<()> {
         match self.call(&Request::Touch(self.target.clone()))? {
             Reply::Touched => Ok(()),
-            Reply::Error(refusal) => Err(refused(refusal)),
+            Reply::Error(refusal) => Err(self.refused(refusal)),
             other => Err(protocol_error(&other)),
         }
     }
@@ -299,7 +321,7 @@ impl HelperSession {
         match self.call(&Request::Check(self.target.clone()))? {
             Reply::Status(LockStatus::Held(_)) => Ok(true),
             Reply::Status(_) => Ok(false),
-            Reply::Error(refusal) => Err(refused(refusal)),
+            Reply::Error(refusal) => Err(self.refused(refusal)),
             other => Err(protocol_error(&other)),
         }
     }
@@ -312,7 +334,7 @@ impl HelperSession {
         self.send_raw(&both)?;
         let unlocked = match self.receive()? {
             Reply::Unlocked => Ok(()),
-            Reply::Error(refusal) => Err(refused(refusal)),
+            Reply::Error(refusal) => Err(self.refused(refusal)),
             other => Err(protocol_error(&other)),
         };
         let _ = self.receive::<Reply>();
@@ -326,6 +348,7 @@ impl HelperSession {
     /// nothing to the helper, which serves the parent.
     pub(crate) fn abandon(mut self) {
         drop(self.to_helper.take());
+        drop(self.helper_stderr.take());
         let from_helper = self.from_helper.as_raw_fd();
         // Not `finish` (our `Drop`): no `Bye`, no wait for a helper that is
         // not this process's child.
@@ -360,8 +383,38 @@ impl HelperSession {
     }
 
     fn receive<T: spoollock_protocol::Frame>(&mut self) -> Result<T> {
-        read_frame(&mut self.from_helper)
-            .map_err(|e| Error::Helper(format!("reading from the helper: {e}")))
+        read_frame(&mut self.from_helper).map_err(|e| match e {
+            // The helper closed its end: it has exited (it holds the pipe
+            // until then). Its own words say why, not ours.
+            CodecError::Closed | CodecError::Truncated { .. } => self.helper_exited(),
+            e => Error::Helper(format!("reading from the helper: {e}")),
+        })
+    }
+
+    /// Why the helper ended: its exit status, and what it said on its
+    /// standard error (at most a few KiB, control characters dropped).
+    fn helper_exited(&mut self) -> Error {
+        use std::io::Read;
+        const MAX_REASON: u64 = 4096;
+        let status = match self.child.wait() {
+            Ok(status) => status,
+            Err(e) => return Error::Helper(format!("waiting for the helper: {e}")),
+        };
+        let mut said = Vec::new();
+        if let Some(stderr) = self.helper_stderr.take() {
+            let _ = stderr.take(MAX_REASON).read_to_end(&mut said);
+        }
+        let reason: String = String::from_utf8_lossy(&said)
+            .trim_end()
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\n')
+            .collect();
+        Error::HelperExited { reason, status }
+    }
+
+    /// A refusal of the helper's, about this session's lock file.
+    fn refused(&self, refusal: Refusal) -> Error {
+        refused_at(&self.lock_path, refusal)
     }
 }
 
@@ -385,18 +438,21 @@ pub(crate) fn lock_detached(
     Ok(())
 }
 
-/// Remove (`unlock`) or refresh (`touch`) a detached lock of ours by name.
-pub(crate) fn by_name(target: &LockTarget, unlock: bool) -> Result<()> {
+/// Remove (`unlock`) or refresh (`touch`) a detached lock of ours by name;
+/// a lock that another live helper session holds only when `force`.
+pub(crate) fn by_name(target: &LockTarget, unlock: bool, force: bool) -> Result<()> {
     let mut session = HelperSession::start()?;
+    session.lock_path = target.path();
     let t = session.target_for(target)?;
-    let (request, expected) = if unlock {
-        (Request::Unlock(t), Reply::Unlocked)
-    } else {
-        (Request::Touch(t), Reply::Touched)
+    let (request, expected) = match (unlock, force) {
+        (true, false) => (Request::Unlock(t), Reply::Unlocked),
+        (true, true) => (Request::ForceUnlock(t), Reply::Unlocked),
+        (false, false) => (Request::Touch(t), Reply::Touched),
+        (false, true) => (Request::ForceTouch(t), Reply::Touched),
     };
     let result = match session.call(&request)? {
         reply if reply == expected => Ok(()),
-        Reply::Error(refusal) => Err(refused(refusal)),
+        Reply::Error(refusal) => Err(session.refused(refusal)),
         other => Err(protocol_error(&other)),
     };
     let _ = session.call(&Request::Bye);
@@ -406,6 +462,7 @@ pub(crate) fn by_name(target: &LockTarget, unlock: bool) -> Result<()> {
 /// Check a lock on a helper-only spool through a short session.
 pub(crate) fn check(target: &LockTarget) -> Result<LockState> {
     let mut session = HelperSession::start()?;
+    session.lock_path = target.path();
     let t = session.target_for(target)?;
     let state = match session.call(&Request::Check(t))? {
         Reply::Status(LockStatus::Free) => LockState::Free,
@@ -413,7 +470,7 @@ pub(crate) fn check(target: &LockTarget) -> Result<LockState> {
         Reply::Status(LockStatus::Stale(h, kind)) => {
             LockState::Stale(holder(h), stale_reason(kind))
         }
-        Reply::Error(refusal) => return Err(refused(refusal)),
+        Reply::Error(refusal) => return Err(session.refused(refusal)),
         other => return Err(protocol_error(&other)),
     };
     let _ = session.call(&Request::Bye);
@@ -505,10 +562,16 @@ fn op(o: FsOp) -> spoollock_lockfile::Op {
     }
 }
 
-/// A helper refusal as the error the direct path would have given, where
-/// there is one, so callers and exit codes do not depend on the path.
-fn refused(refusal: Refusal) -> Error {
+/// A helper refusal about the lock file `lock` as the error the direct
+/// path would have given, where there is one, so callers and exit codes do
+/// not depend on the path.
+fn refused_at(lock: &Path, refusal: Refusal) -> Error {
     match refusal {
+        Refusal::LockTooLarge { size, owner, .. } => Error::NotALock {
+            path: lock.to_owned(),
+            size,
+            owner,
+        },
         Refusal::Busy { holder: h } => Error::Lock(LockError::Busy {
             holder: h.map(holder).map(Box::new),
         }),
@@ -531,7 +594,7 @@ fn refused(refusal: Refusal) -> Error {
             op: op(o),
             errno: errno(e),
         }),
-        other => Error::Helper(format!("spoollock-helper refused: {other}")),
+        other => Error::Refused(other),
     }
 }
 

@@ -57,9 +57,16 @@ fn split(path: &Path) -> Result<(PathBuf, &OsStr)> {
 }
 
 /// The caller's login, from the password database entry of the real uid
-/// (never from `$USER` or `$LOGNAME`, which anyone can set).
+/// (never from `$USER` or `$LOGNAME`, which anyone can set). It must be
+/// usable as a mailbox name by the helper's rule
+/// ([`spoollock_protocol::login_usable`]): a login such as `../../tmp/x`
+/// (which NSS sources other than `useradd` allow) would otherwise name a
+/// file outside the spool.
 pub fn login() -> Result<String> {
     match User::from_uid(getuid()) {
+        Ok(Some(user)) if !spoollock_protocol::login_usable(&user.name) => {
+            Err(Error::UnusableLogin { login: user.name })
+        }
         Ok(Some(user)) => Ok(user.name),
         Ok(None) => Err(Error::NoMailbox(format!(
             "uid {} has no password database entry",
@@ -74,10 +81,13 @@ pub fn login() -> Result<String> {
 ///
 /// `$MAIL` is honoured only when its file name is the caller's login, as
 /// liblockfile's `maillock` does, so a stray `$MAIL` cannot point the
-/// lock at somebody else's file.
+/// lock at somebody else's file; and never in a process running with
+/// privileges its caller does not have (setuid, setgid, file
+/// capabilities: secure mode), whose environment the caller chose.
 pub fn own_mailbox() -> Result<PathBuf> {
     let login = login()?;
-    if let Some(mail) = std::env::var_os("MAIL") {
+    let mail = std::env::var_os("MAIL").filter(|_| !crate::privileged::elevated());
+    if let Some(mail) = mail {
         let mail = PathBuf::from(mail);
         if mail.is_absolute() && mail.file_name() == Some(OsStr::new(&login)) {
             return Ok(mail);

@@ -11,7 +11,8 @@ Exit status:
   0  success; for `check`: a valid lock is held
   1  `check`: no valid lock (free or stale)
   2  usage error (bad option, no PATH, mailbox not found)
-  3  busy: the lock is held by someone else (--no-wait, --retries or --timeout ran out)
+  3  busy: the lock is held by someone else (--no-wait, --retries or --timeout ran out;
+     `unlock`/`touch`: a live helper session holds it, see --force)
   4  permission denied (directory not writable, helper missing)
   5  other error (I/O, the lock name is a symlink, ...)
   6  `unlock`/`touch`: the lock is absent or not yours
@@ -72,17 +73,27 @@ pub enum Command {
         #[arg(short = 'p', long)]
         parent_pid: bool,
     },
-    /// Remove a lock made with `lock` (only your own).
+    /// Remove a lock made with `lock` (only your own; not one a running
+    /// `spoollock run --mailbox` or another program holds through the
+    /// helper, unless --force).
     #[command(after_help = EXIT_CODES)]
     Unlock {
         #[command(flatten)]
         common: Common,
+        /// Also remove a lock that a live helper session of yours holds
+        /// (it then goes on without its lock).
+        #[arg(long)]
+        force: bool,
     },
-    /// Refresh a lock made with `lock` (only your own).
+    /// Refresh a lock made with `lock` (only your own; not one a live
+    /// helper session holds, unless --force).
     #[command(after_help = EXIT_CODES)]
     Touch {
         #[command(flatten)]
         common: Common,
+        /// Also refresh a lock that a live helper session of yours holds.
+        #[arg(long)]
+        force: bool,
     },
     /// Exit 0 if a valid (not stale) lock is held, 1 if not.
     #[command(after_help = EXIT_CODES)]
@@ -98,8 +109,8 @@ impl Command {
             Command::Run { common, .. }
             | Command::Deliver { common, .. }
             | Command::Lock { common, .. }
-            | Command::Unlock { common }
-            | Command::Touch { common }
+            | Command::Unlock { common, .. }
+            | Command::Touch { common, .. }
             | Command::Check { common } => common,
         }
     }

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use clap::Parser;
 use spoollock::{
     lock_state, Error, Event, LockError, LockGuard, LockOptions, LockState, LockTarget,
-    MailboxLock, PidMode,
+    MailboxLock, PidMode, Refusal,
 };
 
 use cli::{Cli, Command, Common};
@@ -178,11 +178,16 @@ fn main() -> ExitCode {
 
 fn exit_code(e: &Error) -> u8 {
     match e {
-        Error::Lock(LockError::Busy { .. } | LockError::Timeout { .. }) => exit::BUSY,
-        Error::Lock(LockError::Permission { .. }) | Error::Helper(_) => exit::PERMISSION,
+        Error::Lock(LockError::Busy { .. } | LockError::Timeout { .. })
+        | Error::Refused(Refusal::HeldBySession { .. }) => exit::BUSY,
+        Error::Lock(LockError::Permission { .. })
+        | Error::Helper(_)
+        | Error::Refused(_)
+        | Error::HelperExited { .. }
+        | Error::SpoolGroup { .. } => exit::PERMISSION,
         Error::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => exit::PERMISSION,
         Error::Lock(LockError::NotOurs) => exit::NOT_OURS,
-        Error::BadPath(_) | Error::NoMailbox(_) => exit::USAGE,
+        Error::BadPath(_) | Error::NoMailbox(_) | Error::UnusableLogin { .. } => exit::USAGE,
         _ => exit::ERROR,
     }
 }
@@ -232,18 +237,18 @@ fn dispatch(command: Command) -> Result<u8, Error> {
             say(&common, format_args!("locked {}", target.path().display()));
             Ok(exit::OK)
         }
-        Command::Unlock { common } => {
+        Command::Unlock { common, force } => {
             let target = common.target()?;
-            spoollock::unlock_by_name(&target)?;
+            spoollock::unlock_by_name(&target, force)?;
             say(
                 &common,
                 format_args!("unlocked {}", target.path().display()),
             );
             Ok(exit::OK)
         }
-        Command::Touch { common } => {
+        Command::Touch { common, force } => {
             let target = common.target()?;
-            spoollock::touch_by_name(&target)?;
+            spoollock::touch_by_name(&target, force)?;
             Ok(exit::OK)
         }
         Command::Check { common } => {
