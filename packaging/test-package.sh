@@ -136,6 +136,11 @@ sed -n '/^<!-- rsyslog-snippet-begin -->$/,/^<!-- rsyslog-snippet-end -->$/p' "$
     sed '/^<!--/d; /^```/d' |
     sed "s|/var/log/spoollock-helper.log|$work/ns/spoollock-helper.log|" >"$snippet"
 grep -q 'spoollock-helper' "$snippet" || fail "no rsyslog snippet between the markers in docs/audit.md"
+# The imuxsock line the snippet needs (trusted properties: the sender's gid).
+imuxsock="$work/imuxsock.conf"
+sed -n '/^<!-- rsyslog-imuxsock-begin -->$/,/^<!-- rsyslog-imuxsock-end -->$/p' "$repo/docs/audit.md" |
+    sed '/^<!--/d; /^```/d' >"$imuxsock"
+grep -q 'imuxsock' "$imuxsock" || fail "no imuxsock line between the markers in docs/audit.md"
 
 cat >"$work/inner.sh" <<'INNER'
 set -euo pipefail
@@ -165,7 +170,7 @@ done
 
 cat >"$ns/rsyslog.conf" <<EOF
 global(workDirectory="$ns/rsyslog")
-module(load="imuxsock" SysSock.Name="/dev/log" SysSock.RateLimit.Interval="0")
+$(cat "$work/imuxsock.conf")
 template(name="FacPri" type="string"
          string="%syslogfacility-text%.%syslogseverity-text% %syslogtag%%msg%\n")
 mail.*;authpriv.* action(type="omfile" file="$ns/mail-auth.log" template="FacPri")

@@ -186,7 +186,7 @@ impl std::fmt::Display for StartupError {
                     ),
                     Some(_) => write!(
                         f,
-                        "The helper's file is not setgid. Install it with: {install}",
+                        "The helper's file has no setgid bit. Install it with: {install}",
                     ),
                     None => write!(
                         f,
