@@ -378,8 +378,13 @@ impl HelperSession {
             .to_helper
             .as_mut()
             .ok_or_else(|| Error::Helper("helper session already closed".into()))?;
-        pipe.write_all(frames)
-            .map_err(|e| Error::Helper(format!("talking to the helper: {e}")))
+        match pipe.write_all(frames) {
+            Ok(()) => Ok(()),
+            // The helper has gone (it refused to start, say): its own
+            // words say why.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(self.helper_exited()),
+            Err(e) => Err(Error::Helper(format!("talking to the helper: {e}"))),
+        }
     }
 
     fn receive<T: spoollock_protocol::Frame>(&mut self) -> Result<T> {

@@ -90,17 +90,17 @@ fn wait_filed(needles: &[&str]) -> String {
 
 /// `logger` as the ordinary caller: a record with the helper's tag.
 fn forge(env: &Env, priority: &str, text: &str) {
-    let status = Command::new(&env.tools.setpriv)
-        .arg(format!("--reuid={}", env.caller.uid))
-        .arg(format!("--regid={}", env.caller.gid))
-        .arg("--init-groups")
-        .arg("--")
-        .arg("/usr/bin/logger")
-        .args(["-p", priority, "-t", "spoollock-helper[4242]", text])
-        .env_clear()
-        .status()
-        .expect("logger");
-    assert!(status.success(), "logger as the caller: {status}");
+    let out = bounded_output(
+        Command::new(&env.tools.setpriv)
+            .arg(format!("--reuid={}", env.caller.uid))
+            .arg(format!("--regid={}", env.caller.gid))
+            .arg("--init-groups")
+            .arg("--")
+            .arg(which("logger", "bsdutils"))
+            .args(["-p", priority, "-t", "spoollock-helper[4242]", text])
+            .env_clear(),
+    );
+    assert!(out.status.success(), "logger as the caller: {out:?}");
 }
 
 fn forged_records_are_not_filed_as_the_helpers(env: &Env) {
@@ -128,17 +128,17 @@ fn forged_records_are_not_filed_as_the_helpers(env: &Env) {
     );
     // The kernel refuses the ordinary user's claim of the mail group, and
     // a record with the caller's own gid is not filed.
-    let out = Command::new(&env.tools.setpriv)
-        .arg(format!("--reuid={}", env.caller.uid))
-        .arg(format!("--regid={}", env.caller.gid))
-        .arg("--init-groups")
-        .arg("--")
-        .arg(std::env::current_exe().unwrap())
-        .arg("--forge")
-        .arg(env.mail_gid.to_string())
-        .env_clear()
-        .output()
-        .expect("forger");
+    let out = bounded_output(
+        Command::new(&env.tools.setpriv)
+            .arg(format!("--reuid={}", env.caller.uid))
+            .arg(format!("--regid={}", env.caller.gid))
+            .arg("--init-groups")
+            .arg("--")
+            .arg(std::env::current_exe().unwrap())
+            .arg("--forge")
+            .arg(env.mail_gid.to_string())
+            .env_clear(),
+    );
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "forger: {out:?}");
     assert!(
@@ -158,6 +158,7 @@ fn forged_records_are_not_filed_as_the_helpers(env: &Env) {
     // exiting too).
     let (mut c, info) = Client::open(env, &env.caller);
     let pid = c.pid();
+    let _watchdog = Watchdog::new(pid, PATIENCE);
     assert!(matches!(c.call(&session_lock()), Reply::Locked(_)));
     let (status, _) = c.finish();
     assert!(status.success());
@@ -165,6 +166,7 @@ fn forged_records_are_not_filed_as_the_helpers(env: &Env) {
     run.args = vec!["--bogus".into()];
     let mut refused = Client::start(env, &run);
     let refused_pid = refused.pid();
+    let _watchdog_refused = Watchdog::new(refused_pid, PATIENCE);
     refused.close_input();
     let (status, _) = refused.finish();
     assert_eq!(status.code(), Some(exit::USAGE));

@@ -53,8 +53,10 @@ fn spoollock(env: &Env) -> PathBuf {
     spoollock_binary(env).expect("build the command first: cargo build -p spoollock")
 }
 
+/// Run a command to its end, killed if it takes longer than the harness's
+/// patience.
 fn output(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+    bounded_output(cmd)
 }
 
 fn stderr(out: &Output) -> String {
@@ -101,7 +103,11 @@ fn traced_session(env: &Env, request: &Request, name: &str) -> (Reply, Vec<Strin
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // A process group of its own: the bound below ends the tracer and the
+    // helper it runs together.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().expect("strace");
+    let _watchdog = Watchdog::group(child.id(), PATIENCE);
     let mut c = Client {
         stdin: child.stdin.take(),
         stdout: child.stdout.take(),
@@ -120,6 +126,7 @@ fn check_reads_with_the_callers_rights(env: &Env) {
     env.reset();
     // A detached lock of the caller's to judge.
     let (mut c, _) = Client::open(env, &env.caller);
+    let _watchdog = Watchdog::new(c.pid(), PATIENCE);
     let detached = lock(
         target(),
         WaitSpec::NoWait,
@@ -442,6 +449,7 @@ fn helper_installed_wrong_says_how(env: &Env) {
         let mut c = Client::start(env, &run);
         c.close_input();
         let pid = c.pid();
+        let _watchdog = Watchdog::new(pid, PATIENCE);
         let (status, err) = c.finish();
         assert_eq!(status.code(), Some(exit::NOT_PRIVILEGED), "{err}");
         for needle in &needles {
@@ -552,6 +560,7 @@ fn oversized_file_at_the_lock_name(env: &Env) {
         max: 512,
     };
     let (mut c, _) = Client::open(env, &env.caller);
+    let _watchdog = Watchdog::new(c.pid(), PATIENCE);
     assert_eq!(c.call(&session_lock()), Reply::Error(expected.clone()));
     assert_eq!(
         c.call(&Request::Check(Target::default_spool())),
@@ -625,6 +634,7 @@ fn stderr_read_only_is_not_closed(env: &Env) {
             .spawn()
             .unwrap();
         let pid = child.id();
+        let _watchdog = Watchdog::new(pid, PATIENCE);
         drop(child.stdin.take());
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(exit::ENVIRONMENT), "{redirect}");

@@ -43,6 +43,7 @@ fn refusal_flood_is_bounded(env: &Env) {
     let mark = env.log_mark();
     let (mut c, _) = Client::open(env, &env.caller);
     let pid = c.pid();
+    let _watchdog = Watchdog::new(pid, PATIENCE);
     // No lock: every by-name touch is refused (not-locked).
     let touch = encode(&Request::Touch(Target::default_spool())).unwrap();
     let mut to_helper = c.stdin.take().unwrap();
@@ -119,6 +120,7 @@ fn grant_flood_is_bounded(env: &Env) {
     let mark = env.log_mark();
     let (mut c, _) = Client::open(env, &env.caller);
     let pid = c.pid();
+    let _watchdog = Watchdog::new(pid, PATIENCE);
     for _ in 0..MAX_GRANTED_PER_SESSION {
         assert!(matches!(c.call(&session_lock()), Reply::Locked(_)));
         assert_eq!(
@@ -159,6 +161,11 @@ fn half_a_frame_does_not_stop_the_refresh(env: &Env) {
     env.reset();
     let mark = env.log_mark();
     let (mut c, _) = Client::open(env, &env.caller);
+    // The refresh period, half as long again, and the patience for the rest.
+    let _watchdog = Watchdog::new(
+        c.pid(),
+        Duration::from_secs(u64::from(MIN_STALE_AGE_SECS) / 5) * 3 / 2 + PATIENCE,
+    );
     let lock = Request::Lock(LockRequest {
         target: Target::default_spool(),
         wait: WaitSpec::NoWait,

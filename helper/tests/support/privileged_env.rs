@@ -823,3 +823,64 @@ pub fn run_scenarios(what: &str, scenarios: &[Scenario], setup: impl FnOnce() ->
         std::process::exit(101);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Bounded waits
+
+/// Kills a process with `SIGKILL` if it is still there after a bound,
+/// unless dropped first: a read from or a wait for a process that hangs
+/// then ends (with end of file, or a status), and the test fails on what
+/// it got instead of hanging.
+pub struct Watchdog {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    pub fn new(pid: u32, bound: Duration) -> Watchdog {
+        Watchdog::kill_after(pid as i32, bound)
+    }
+
+    /// For a whole process group (a tracer and what it runs).
+    pub fn group(pgid: u32, bound: Duration) -> Watchdog {
+        Watchdog::kill_after(-(pgid as i32), bound)
+    }
+
+    fn kill_after(target: i32, bound: Duration) -> Watchdog {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(bound) {
+                eprintln!("watchdog: {target} still running after {bound:?}: killed");
+                let _ = kill(Pid::from_raw(target), Signal::SIGKILL);
+            }
+        });
+        Watchdog {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `cmd.output()`, with the child killed if it runs longer than
+/// [`PATIENCE`].
+pub fn bounded_output(cmd: &mut Command) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let _watchdog = Watchdog::new(child.id(), PATIENCE);
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
