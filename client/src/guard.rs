@@ -139,6 +139,17 @@ impl LockGuard {
     /// Lock a [`LockTarget`]: in-process, or through `spoollock-helper`
     /// when the directory is a spool only the mail group may write.
     pub fn acquire_target(target: &LockTarget, opts: &LockOptions) -> Result<LockGuard> {
+        Self::acquire_in(target, None, opts)
+    }
+
+    /// [`acquire_target`](Self::acquire_target) with the lock's directory
+    /// already open (a mailbox lock keeps one for its own lookups, and its
+    /// inotify watch then serves every round of its two-lock loop).
+    pub(crate) fn acquire_in(
+        target: &LockTarget,
+        dir: Option<&LockDir>,
+        opts: &LockOptions,
+    ) -> Result<LockGuard> {
         if privileged::needs_helper(&target.dir)? {
             let session =
                 HelperSession::lock(target, opts.wait, opts.stale_age, LockMode::Session)?;
@@ -147,7 +158,10 @@ impl LockGuard {
                 taker: std::process::id(),
             });
         }
-        let dir = LockDir::open(&target.dir)?;
+        let dir = match dir {
+            Some(dir) => dir.clone(),
+            None => LockDir::open(&target.dir)?,
+        };
         let lock = Arc::new(
             acquire(&dir, &target.name, &opts.lockfile_options())
                 .map_err(|e| not_a_lock(target, e))?,

@@ -150,6 +150,8 @@ pub struct MailboxLock {
     /// up again relative to this descriptor.
     dir: LockDir,
     name: OsString,
+    /// Which file `file` is.
+    id: Option<FileId>,
     /// The file system refused fcntl locks: the dotlock alone.
     no_record_locks: bool,
 }
@@ -181,6 +183,7 @@ impl MailboxLock {
             taker: std::process::id(),
             dir: LockDir::open(&target.dir)?,
             name,
+            id: None,
             no_record_locks: false,
         };
         // On the helper path the helper breaks stale locks and we never see
@@ -284,7 +287,7 @@ impl MailboxLock {
     fn lock_current_file(&mut self, target: &LockTarget, opts: &MailboxOptions) -> Result<()> {
         let mut budget = Budget::new(opts.lock.wait);
         for _ in 0..MAX_REPLACED {
-            self.file = open_mailbox(&self.dir, &self.name, &self.path, opts)?;
+            (self.file, self.id) = open_mailbox(&self.dir, &self.name, &self.path, opts)?.unzip();
             self.acquire_all(target, opts, &mut budget)?;
             if self.names_locked_file()? {
                 return Ok(());
@@ -293,7 +296,7 @@ impl MailboxLock {
             // Closed before the name is opened again: an NFS client keeps
             // a file it has open reachable (silly rename), and a cached
             // name could lead back to it.
-            self.file = None;
+            (self.file, self.id) = (None, None);
             notify(opts, &Event::MailboxReplaced);
             budget.check_deadline()?;
         }
@@ -310,25 +313,23 @@ impl MailboxLock {
     /// lookup, revalidated them) and a file renamed over or removed by
     /// another client has no link left there, or is gone (`ESTALE`).
     fn names_locked_file(&self) -> Result<bool> {
-        let Some(file) = &self.file else {
+        let (Some(file), Some(ours)) = (&self.file, self.id) else {
             return Ok(true);
         };
         // Looked up first: on NFS the open behind it refreshes the
         // attributes `fstat` then reads, if it lands on our file.
-        let named = current_id(&self.dir, &self.name)?;
-        let meta = match file.metadata() {
-            Ok(meta) => meta,
-            Err(e) if e.raw_os_error() == Some(nix::libc::ESTALE) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        if meta.nlink() == 0 {
+        if current_id(&self.dir, &self.name)? != Some(ours) {
             return Ok(false);
         }
-        let ours = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        };
-        Ok(named == Some(ours))
+        if self.dir.stat_is_fresh() {
+            // A local lookup is the truth: the name leads to our file.
+            return Ok(true);
+        }
+        match file.metadata() {
+            Ok(meta) => Ok(meta.nlink() > 0),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESTALE) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The locks to take this round, in order.
@@ -393,7 +394,7 @@ impl MailboxLock {
                     wait,
                     ..opts.lock.clone()
                 };
-                self.dotlock = Some(LockGuard::acquire_target(target, &lock_opts)?);
+                self.dotlock = Some(LockGuard::acquire_in(target, Some(&self.dir), &lock_opts)?);
             }
             Which::Fcntl => {
                 let file = self.file.as_ref().expect("fcntl only with an open mailbox");
@@ -478,7 +479,8 @@ impl MailboxLock {
     /// before the call, so it never keeps half a message.
     ///
     /// `Ok` means delivered: the message is whole in the file the mailbox
-    /// path names, checked after the write with the locks still held, so
+    /// path names, checked after the write (and sync) with the locks still
+    /// held, so
     /// it is there when they are released (unless a program that honours
     /// neither lock replaces the mailbox in between). If the path names
     /// another file or none by then, the append is undone and
@@ -489,14 +491,12 @@ impl MailboxLock {
                 return Err(Error::Lock(LockError::NotOurs));
             }
         }
-        if !self.names_locked_file()? {
-            return Err(Error::MailboxReplaced(self.path.clone()));
-        }
         let file = self
             .file
             .as_ref()
             .ok_or_else(|| Error::BadPath(format!("{}: mailbox not open", self.path.display())))?;
-        let start = file.metadata()?.len();
+        let meta = file.metadata()?;
+        let start = meta.len();
         let mut tail = [0u8; 2];
         let tail_len = start.min(2) as usize;
         file.read_exact_at(&mut tail[..tail_len], start - tail_len as u64)?;
@@ -504,7 +504,6 @@ impl MailboxLock {
         // Say in our dotlock what we are about to write, so that if we are
         // killed half-way the next spoollock locker can remove the partial
         // entry (see `recover_partial_append`).
-        let meta = file.metadata()?;
         let mark = AppendMark {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -557,14 +556,14 @@ impl Drop for MailboxLock {
 }
 
 /// Open the mailbox `name` in `dir` (`path` is for messages), creating it
-/// if `opts.create` says so; `None` when it does not exist and only a
-/// dotlock is wanted.
+/// if `opts.create` says so, and say which file it is; `None` when it does
+/// not exist and only a dotlock is wanted.
 fn open_mailbox(
     dir: &LockDir,
     name: &OsStr,
     path: &Path,
     opts: &MailboxOptions,
-) -> Result<Option<File>> {
+) -> Result<Option<(File, FileId)>> {
     // Never follow a symlink planted at a spool mailbox; never block on a
     // fifo; never acquire a controlling terminal.
     let flags = OFlag::O_NOFOLLOW
@@ -622,13 +621,18 @@ fn open_mailbox(
             )));
         }
     };
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(Error::BadPath(format!(
             "{} is not a regular file",
             path.display()
         )));
     }
-    Ok(Some(file))
+    let id = FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    Ok(Some((file, id)))
 }
 
 /// Give a mailbox we just created to `owner` with exactly `mode`. If that

@@ -102,7 +102,7 @@ impl LockDir {
 
     /// True when `fstatat` of a name here is authoritative (a local file
     /// system without client-side caches).
-    pub(crate) fn stat_is_fresh(&self) -> bool {
+    pub fn stat_is_fresh(&self) -> bool {
         self.inner.local
     }
 
