@@ -329,6 +329,18 @@ mod tests {
                 refused: 16,
                 granted: 0,
             }),
+            Reply::Error(Refusal::ForeignLockFile {
+                owner_uid: 1001,
+                owner_login: Some("bob".into()),
+            }),
+            Reply::Error(Refusal::ForeignLockFile {
+                owner_uid: 64999,
+                owner_login: None,
+            }),
+            Reply::Error(Refusal::LockNameIsLogin {
+                login: "alice.lock".into(),
+            }),
+            Reply::Error(Refusal::AuditUnavailable),
         ];
         for r in replies {
             let bytes = encode(&r).unwrap();

@@ -244,6 +244,22 @@ pub enum Refusal {
     /// The session made too many requests that were refused, or asked for
     /// too many locks; it is ended (see [`crate::limits`]).
     SessionLimit { refused: u32, granted: u32 },
+
+    // -- added in protocol version 3 ------------------------------------
+    /// The file at the lock name belongs to another user (neither the
+    /// caller nor root): it is not the caller's lock, and the helper never
+    /// renames, removes, refreshes or waits for it. `owner_login` is the
+    /// owner's login in the password database, when it has a printable one.
+    ForeignLockFile {
+        owner_uid: u32,
+        owner_login: Option<String>,
+    },
+    /// A user named `<login>.lock` exists: the caller's lock name is that
+    /// user's mailbox, so the caller's mailbox is never locked.
+    LockNameIsLogin { login: String },
+    /// The record of intent for a change to the spool could not be sent to
+    /// syslog; the change was not made.
+    AuditUnavailable,
 }
 
 impl Refusal {
@@ -269,6 +285,8 @@ impl Refusal {
                 | Refusal::LockTooLarge { .. }
                 | Refusal::NotOurs
                 | Refusal::SessionLimit { .. }
+                | Refusal::ForeignLockFile { .. }
+                | Refusal::LockNameIsLogin { .. }
         )
     }
 
@@ -303,6 +321,9 @@ impl Refusal {
             Refusal::HeldBySession { .. } => "held-by-session",
             Refusal::LockTooLarge { .. } => "lock-too-large",
             Refusal::SessionLimit { .. } => "session-limit",
+            Refusal::ForeignLockFile { .. } => "foreign-lock-file",
+            Refusal::LockNameIsLogin { .. } => "lock-name-is-a-login",
+            Refusal::AuditUnavailable => "audit-unavailable",
         }
     }
 }
@@ -391,6 +412,28 @@ impl fmt::Display for Refusal {
                 crate::limits::MAX_REFUSED_PER_SESSION,
                 crate::limits::MAX_GRANTED_PER_SESSION
             ),
+            Refusal::ForeignLockFile {
+                owner_uid,
+                owner_login,
+            } => {
+                f.write_str("the file at your lock name belongs to ")?;
+                match owner_login {
+                    Some(login) => write!(f, "user {login} (uid {owner_uid})")?,
+                    None => write!(f, "uid {owner_uid}")?,
+                }
+                f.write_str(
+                    ", not to you or root: it is not your lock, and the helper never removes, \
+                     refreshes or waits for it; ask the administrator to remove it",
+                )
+            }
+            Refusal::LockNameIsLogin { login } => write!(
+                f,
+                "refusing to lock: a user named {login} exists, and its mailbox is your lock's \
+                 name; ask the administrator to rename that account"
+            ),
+            Refusal::AuditUnavailable => {
+                f.write_str("the audit record could not be sent to syslog; nothing was changed")
+            }
         }
     }
 }

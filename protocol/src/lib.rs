@@ -78,7 +78,10 @@ pub use message::{
 /// 2: [`Request::ForceUnlock`] and [`Request::ForceTouch`];
 /// [`Refusal::HeldBySession`], [`Refusal::LockTooLarge`] and
 /// [`Refusal::SessionLimit`].
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 3: [`Refusal::ForeignLockFile`], [`Refusal::LockNameIsLogin`] and
+/// [`Refusal::AuditUnavailable`].
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first bytes of every [`Hello`] and [`Welcome`]: a stray program on
 /// the other end of the pipe is told apart from a version mismatch.

@@ -73,6 +73,16 @@ fn reply() -> impl Strategy<Value = Reply> {
             .prop_map(|h| Reply::Status(LockStatus::Stale(h, StaleKind::PidReused))),
         proptest::option::of(holder).prop_map(|holder| Reply::Error(Refusal::Busy { holder })),
         ".{0,80}".prop_map(|s| Reply::Error(Refusal::BadRequest(s))),
+        (any::<u32>(), proptest::option::of("[a-z.]{1,32}")).prop_map(
+            |(owner_uid, owner_login)| {
+                Reply::Error(Refusal::ForeignLockFile {
+                    owner_uid,
+                    owner_login,
+                })
+            }
+        ),
+        "[a-z.]{1,32}".prop_map(|login| Reply::Error(Refusal::LockNameIsLogin { login })),
+        Just(Reply::Error(Refusal::AuditUnavailable)),
     ]
 }
 
