@@ -970,5 +970,10 @@ pub fn refusal_of(e: LockError) -> Refusal {
             op: fs_op(op),
             errno: errno as i32,
         },
+        LockError::ForeignLock { owner } => Refusal::ForeignLockFile {
+            owner_uid: owner,
+            owner_login: None,
+        },
+        LockError::Vetoed => Refusal::AuditUnavailable,
     }
 }

@@ -22,17 +22,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
+use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{fstat, futimens, Mode};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{unlinkat, UnlinkatFlags};
+use nix::unistd::{geteuid, unlinkat, UnlinkatFlags};
 
 use crate::content::{AppendMark, Holder, LockContent, MAX_CONTENT};
 use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, Privilege};
 use crate::error::{LockError, Op, Result};
 use crate::host::{content_as, PidMode};
-use crate::stale::{break_stale, inspect, judge, open_lock, Broke, StaleReason};
-use crate::tempfile::TempFile;
+use crate::stale::{
+    break_with, inspect, judge, open_lock, put_back, Broke, Existing, Journal, Mover, StaleReason,
+};
+use crate::tempfile::{temp_name, TempFile};
 use crate::wait::{Backoff, Wait, Waiter};
 
 /// liblockfile's and Dovecot's default: a lock not refreshed for five
@@ -63,6 +65,52 @@ pub enum Event {
 /// A callback for [`Event`]s.
 pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 
+/// Whose files at the lock name are taken for locks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Owners {
+    /// Anyone's: in a directory shared with other users of dotlock tools
+    /// their locks are judged, waited for and broken like ours. Except a
+    /// file of another user that the caller cannot read: its content is
+    /// unknown, and by its age alone another user's old file named like the
+    /// lock (their mailbox, say) would be destroyed. It is waited for while
+    /// it is younger than the stale age; older, the acquisition fails with
+    /// [`LockError::ForeignLock`] instead of breaking it.
+    #[default]
+    Any,
+    /// Only files owned by one of these uids (the setgid helper: the caller
+    /// and root, whose delivery agents lock as root). A file of any other
+    /// owner at the lock name is refused at once with
+    /// [`LockError::ForeignLock`], whatever its age, mode or content: never
+    /// judged, broken, removed or waited for.
+    Only(Vec<u32>),
+}
+
+impl Owners {
+    /// A file of an owner not allowed at all.
+    fn admit(&self, existing: &Existing) -> Result<()> {
+        match self {
+            Owners::Only(uids) if !uids.contains(&existing.version.uid) => {
+                Err(LockError::ForeignLock {
+                    owner: existing.version.uid,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A file judged stale that must not be broken all the same.
+    fn may_break(&self, existing: &Existing) -> Result<()> {
+        match self {
+            Owners::Any if !existing.readable && existing.version.uid != geteuid().as_raw() => {
+                Err(LockError::ForeignLock {
+                    owner: existing.version.uid,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// How to acquire a lock.
 #[derive(Clone)]
 pub struct Options {
@@ -84,6 +132,17 @@ pub struct Options {
     pub interrupt: Option<Arc<OwnedFd>>,
     /// Told about waits and stale locks broken.
     pub observer: Option<Observer>,
+    /// Whose files at the lock name are locks (default: anyone's).
+    pub owners: Owners,
+    /// The name a lock is moved to before it is removed, when a stale lock
+    /// is broken and when a held lock is released; `None` (the default) for
+    /// a fresh private name each time. The setgid helper gives each caller
+    /// one name ([`crate::aside_name`]), so a helper killed between the move
+    /// and the removal leaves at most that one file per caller: the next
+    /// move replaces it.
+    pub aside: Option<OsString>,
+    /// Told before and after each break (see [`Journal`]).
+    pub journal: Option<Arc<dyn Journal>>,
 }
 
 impl Default for Options {
@@ -97,6 +156,9 @@ impl Default for Options {
             privilege: None,
             interrupt: None,
             observer: None,
+            owners: Owners::Any,
+            aside: None,
+            journal: None,
         }
     }
 }
@@ -112,6 +174,9 @@ impl std::fmt::Debug for Options {
             .field("privilege", &self.privilege)
             .field("interrupt", &self.interrupt.is_some())
             .field("observer", &self.observer.is_some())
+            .field("owners", &self.owners)
+            .field("aside", &self.aside)
+            .field("journal", &self.journal.is_some())
             .finish()
     }
 }
@@ -121,6 +186,14 @@ impl Options {
         if let Some(observer) = &self.observer {
             observer(&event);
         }
+    }
+
+    /// The name to move a lock to: the reserved one, or a fresh one of
+    /// process `me`.
+    fn aside_for(&self, me: u32) -> OsString {
+        self.aside
+            .clone()
+            .unwrap_or_else(|| temp_name(me, ".stale"))
     }
 }
 
@@ -133,6 +206,9 @@ pub struct Dotlock {
     id: FileId,
     content: LockContent,
     privilege: Option<Arc<dyn Privilege>>,
+    /// The name the lock is moved to when it is released (see
+    /// [`Options::aside`]).
+    aside: Option<OsString>,
     /// The process that took the lock: a copy dropped in a child forked
     /// while it was held leaves the lock to its taker.
     taker: u32,
@@ -187,6 +263,7 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
                 id: ours,
                 content,
                 privilege: opts.privilege.clone(),
+                aside: opts.aside.clone(),
                 taker: me,
             });
         }
@@ -215,13 +292,21 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
             continue;
         };
         vanished = 0;
+        opts.owners.admit(&existing)?;
         if let Some(reason) = judge(
             &existing.content,
             existing.version.mtime,
             fs_now,
             opts.stale_age,
         ) {
-            if break_stale(dir, name, &existing, privilege)? == Broke::Removed {
+            opts.owners.may_break(&existing)?;
+            let aside = opts.aside_for(me);
+            let mover = Mover {
+                privilege,
+                aside: &aside,
+                journal: opts.journal.as_deref().map(|j| (j, reason)),
+            };
+            if break_with(dir, name, &existing, &mover, &mut || {})? == Broke::Removed {
                 opts.notify(Event::BrokeStale(existing.holder(), reason));
             }
             continue;
@@ -249,6 +334,7 @@ pub fn check(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<LockState> {
     let Some(existing) = inspect(dir, name)? else {
         return Ok(LockState::Free);
     };
+    opts.owners.admit(&existing)?;
     if existing.version.size > MAX_CONTENT as i64 {
         return Err(LockError::NotRegularFile);
     }
@@ -261,7 +347,11 @@ pub fn check(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<LockState> {
             fs_now,
             opts.stale_age,
         ) {
-            Some(reason) => LockState::Stale(holder, reason),
+            Some(reason) => {
+                // Not stale for us if we would not break it.
+                opts.owners.may_break(&existing)?;
+                LockState::Stale(holder, reason)
+            }
             None => LockState::Held(holder),
         },
     )
@@ -357,23 +447,75 @@ impl Dotlock {
     }
 
     fn release_inner(&mut self) -> Result<()> {
+        self.release_steps(|| {}, || {})
+    }
+
+    /// Release, with `before_move` run before the lock is moved aside and
+    /// `after_move` right after (no-ops but in this module's tests, which
+    /// swap the lock there).
+    ///
+    /// There is no check-then-remove window: the lock name is moved aside
+    /// first (`rename` is atomic), and what was moved is compared with our
+    /// file while our descriptor still holds it open (so its inode number
+    /// cannot have been given to a successor). Ours: removed under the
+    /// private name. Not ours (it was broken and taken again since we last
+    /// looked): linked back under the lock name, same inode, so its holder
+    /// still recognises it; see the module documentation of `stale` for the
+    /// narrow window that remains while it is aside.
+    fn release_steps(
+        &mut self,
+        mut before_move: impl FnMut(),
+        mut after_move: impl FnMut(),
+    ) -> Result<()> {
         let Some(fd) = self.fd.take() else {
             return Ok(());
         };
-        // Close first: on NFS, unlinking a file we still hold open would
-        // leave a `.nfsXXXX` file behind in the spool.
-        drop(fd);
-        // Is the name still ours? (Through a fresh open on NFS, see
-        // `is_held`.)
-        if !self.is_held()? {
-            return Err(LockError::NotOurs);
-        }
-        let removed = with_raised(self.privilege.as_deref(), || {
-            unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+        let privilege = self.privilege.as_deref();
+        let aside = self
+            .aside
+            .clone()
+            .unwrap_or_else(|| temp_name(std::process::id(), ".stale"));
+        before_move();
+        let moved = with_raised(privilege, || {
+            renameat(
+                &self.dir,
+                self.name.as_os_str(),
+                &self.dir,
+                aside.as_os_str(),
+            )
         });
-        match removed {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(errno) => Err(LockError::from_errno(Op::Unlink, errno)),
+        after_move();
+        // Decide by what is at the private name, not by rename's return
+        // value (a retransmitted rename after a lost NFS reply reports
+        // ENOENT); through a fresh open on NFS, see `is_held`.
+        let found = current_id(&self.dir, &aside);
+        // Close before removing: on NFS, unlinking a file we still hold
+        // open would leave a `.nfsXXXX` file behind in the spool.
+        drop(fd);
+        match found {
+            Ok(Some(id)) if id == self.id => {
+                let removed = with_raised(privilege, || {
+                    unlinkat(&self.dir, aside.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                });
+                match removed {
+                    Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                    Err(errno) => Err(LockError::from_errno(Op::Unlink, errno)),
+                }
+            }
+            Ok(Some(_)) => {
+                put_back(&self.dir, &aside, &self.name, privilege);
+                Err(LockError::NotOurs)
+            }
+            Ok(None) => match moved {
+                // The name was gone: removed or broken by someone else.
+                Ok(()) | Err(Errno::ENOENT) => Err(LockError::NotOurs),
+                Err(errno) => Err(LockError::from_errno(Op::Rename, errno)),
+            },
+            Err(e) => {
+                // We cannot tell what we moved: put it back, as it was.
+                put_back(&self.dir, &aside, &self.name, privilege);
+                Err(e)
+            }
         }
     }
 
@@ -411,10 +553,17 @@ pub fn remove_by_name(
     let Some(existing) = inspect(dir, name)? else {
         return Err(LockError::NotOurs);
     };
+    opts.owners.admit(&existing)?;
     if !owned(&existing.content, existing.version.uid) {
         return Err(LockError::NotOurs);
     }
-    match break_stale(dir, name, &existing, opts.privilege.as_deref())? {
+    let aside = opts.aside_for(std::process::id());
+    let mover = Mover {
+        privilege: opts.privilege.as_deref(),
+        aside: &aside,
+        journal: None,
+    };
+    match break_with(dir, name, &existing, &mover, &mut || {})? {
         Broke::Removed => Ok(()),
         Broke::Changed => Err(LockError::NotOurs),
     }
@@ -491,4 +640,301 @@ pub fn touch_by_name(
     }
     futimens(&fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)
         .map_err(|errno| LockError::from_errno(Op::Touch, errno))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::stale::BreakOutcome;
+
+    /// A scratch directory, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!(
+                "spoollock-unit-{tag}-{}-{}",
+                std::process::id(),
+                temp_name(0, "").to_string_lossy()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+        fn path(&self) -> &Path {
+            &self.0
+        }
+        fn names(&self) -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_dir(&self.0)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        }
+        fn ino(&self, name: &str) -> Option<u64> {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::symlink_metadata(self.0.join(name))
+                .ok()
+                .map(|m| m.ino())
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const LOCK: &str = "box.lock";
+
+    fn no_wait() -> Options {
+        Options {
+            wait: Wait::NoWait,
+            ..Options::default()
+        }
+    }
+
+    /// The release's first step is the move: a lock broken and taken again
+    /// by someone else right before it (where the old release had checked
+    /// the name and was about to unlink it) is put back, not removed.
+    #[test]
+    fn release_puts_back_a_lock_taken_again_before_the_move() {
+        for aside in [None, Some(OsString::from(".reserved"))] {
+            let s = Scratch::new("release-before");
+            let dir = LockDir::open(s.path()).unwrap();
+            let opts = Options {
+                aside: aside.clone(),
+                ..no_wait()
+            };
+            let mut ours = acquire(&dir, LOCK.as_ref(), &opts).unwrap();
+            let mut theirs = None;
+            let released = ours.release_steps(
+                || {
+                    // Broken as stale (it went unrefreshed) and taken again.
+                    std::fs::remove_file(s.path().join(LOCK)).unwrap();
+                    theirs = Some(acquire(&dir, LOCK.as_ref(), &no_wait()).unwrap());
+                },
+                || {},
+            );
+            let theirs = theirs.unwrap();
+            let their_ino = theirs.id().ino;
+            assert_eq!(released, Err(LockError::NotOurs), "aside {aside:?}");
+            assert_eq!(
+                s.ino(LOCK),
+                Some(their_ino),
+                "their lock is back, same inode"
+            );
+            assert!(theirs.is_held().unwrap());
+            assert_eq!(s.names(), vec![LOCK.to_owned()], "nothing else left");
+            theirs.release().unwrap();
+            assert!(s.names().is_empty());
+        }
+    }
+
+    /// A lock taken by someone else while ours is aside (the name is free
+    /// then) is left alone, and ours is removed.
+    #[test]
+    fn release_leaves_a_lock_taken_while_ours_was_aside() {
+        let s = Scratch::new("release-after");
+        let dir = LockDir::open(s.path()).unwrap();
+        let mut ours = acquire(&dir, LOCK.as_ref(), &no_wait()).unwrap();
+        let mut theirs = None;
+        let released = ours.release_steps(
+            || {},
+            || theirs = Some(acquire(&dir, LOCK.as_ref(), &no_wait()).unwrap()),
+        );
+        let theirs = theirs.unwrap();
+        assert_eq!(released, Ok(()));
+        assert_eq!(s.ino(LOCK), Some(theirs.id().ino));
+        assert!(theirs.is_held().unwrap());
+        assert_eq!(s.names(), vec![LOCK.to_owned()]);
+        theirs.release().unwrap();
+    }
+
+    /// Removed by hand before the release: nothing to move, not ours.
+    #[test]
+    fn release_of_a_removed_lock_is_not_ours() {
+        let s = Scratch::new("release-gone");
+        let dir = LockDir::open(s.path()).unwrap();
+        let mut ours = acquire(&dir, LOCK.as_ref(), &no_wait()).unwrap();
+        let released =
+            ours.release_steps(|| std::fs::remove_file(s.path().join(LOCK)).unwrap(), || {});
+        assert_eq!(released, Err(LockError::NotOurs));
+        assert!(s.names().is_empty());
+    }
+
+    /// A reserved aside name is reused: a file a killed process left there
+    /// is replaced, and nothing accumulates.
+    #[test]
+    fn a_reserved_aside_name_is_reused() {
+        let s = Scratch::new("reserved");
+        let dir = LockDir::open(s.path()).unwrap();
+        let opts = Options {
+            aside: Some(".reserved".into()),
+            ..no_wait()
+        };
+        for _ in 0..3 {
+            std::fs::write(s.path().join(".reserved"), b"left by a killed process").unwrap();
+            acquire(&dir, LOCK.as_ref(), &opts)
+                .unwrap()
+                .release()
+                .unwrap();
+            assert!(s.names().is_empty(), "{:?}", s.names());
+        }
+        // A stale lock broken through it, too.
+        std::fs::write(s.path().join(".reserved"), b"left by a killed process").unwrap();
+        std::fs::write(s.path().join(LOCK), b"0\n").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(s.path().join(LOCK))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let lock = acquire(&dir, LOCK.as_ref(), &opts).unwrap();
+        assert_eq!(s.names(), vec![LOCK.to_owned()]);
+        lock.release().unwrap();
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        allow: bool,
+        seen: Mutex<Vec<String>>,
+    }
+
+    impl Journal for Recorder {
+        fn before_break(&self, holder: &Holder, reason: StaleReason, aside: &OsStr) -> bool {
+            self.seen.lock().unwrap().push(format!(
+                "before {:?} {reason:?} {}",
+                holder.content.pid,
+                aside.to_string_lossy()
+            ));
+            self.allow
+        }
+        fn after_break(&self, _: &Holder, _: StaleReason, outcome: &BreakOutcome) {
+            self.seen.lock().unwrap().push(format!("after {outcome:?}"));
+        }
+    }
+
+    fn plant_stale(s: &Scratch) -> u64 {
+        std::fs::write(s.path().join(LOCK), b"4242\nhost=elsewhere.example\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(s.path().join(LOCK))
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        s.ino(LOCK).unwrap()
+    }
+
+    /// The journal is told before the break, with the aside name, and after
+    /// it; one that says no cancels it and nothing changes.
+    #[test]
+    fn the_journal_hears_of_each_break_before_and_after() {
+        let s = Scratch::new("journal");
+        let dir = LockDir::open(s.path()).unwrap();
+        let journal = Arc::new(Recorder {
+            allow: true,
+            ..Recorder::default()
+        });
+        let opts = Options {
+            aside: Some(".reserved".into()),
+            journal: Some(journal.clone()),
+            ..no_wait()
+        };
+        plant_stale(&s);
+        acquire(&dir, LOCK.as_ref(), &opts)
+            .unwrap()
+            .release()
+            .unwrap();
+        assert_eq!(
+            *journal.seen.lock().unwrap(),
+            vec![
+                "before Some(4242) Age .reserved".to_owned(),
+                "after Removed".to_owned()
+            ]
+        );
+
+        let refusing = Arc::new(Recorder::default());
+        let opts = Options {
+            journal: Some(refusing.clone()),
+            ..no_wait()
+        };
+        let ino = plant_stale(&s);
+        assert_eq!(
+            acquire(&dir, LOCK.as_ref(), &opts).unwrap_err(),
+            LockError::Vetoed
+        );
+        assert_eq!(
+            refusing.seen.lock().unwrap().len(),
+            1,
+            "no after without a break"
+        );
+        assert_eq!(s.ino(LOCK), Some(ino));
+        assert_eq!(s.names(), vec![LOCK.to_owned()]);
+    }
+
+    /// Only the listed owners' files are locks: any other owner's is
+    /// refused, stale or not, and left alone.
+    #[test]
+    fn only_the_listed_owners_files_are_locks() {
+        let s = Scratch::new("owners");
+        let dir = LockDir::open(s.path()).unwrap();
+        let ino = plant_stale(&s);
+        let me = geteuid().as_raw();
+        let others = Options {
+            owners: Owners::Only(vec![me.wrapping_add(1)]),
+            ..no_wait()
+        };
+        let foreign = LockError::ForeignLock { owner: me };
+        assert_eq!(acquire(&dir, LOCK.as_ref(), &others).unwrap_err(), foreign);
+        assert_eq!(check(&dir, LOCK.as_ref(), &others).unwrap_err(), foreign);
+        assert_eq!(
+            remove_by_name(&dir, LOCK.as_ref(), &others, |_, _| true).unwrap_err(),
+            foreign
+        );
+        assert_eq!(s.ino(LOCK), Some(ino));
+        let mine = Options {
+            owners: Owners::Only(vec![me]),
+            ..no_wait()
+        };
+        acquire(&dir, LOCK.as_ref(), &mine)
+            .unwrap()
+            .release()
+            .unwrap();
+    }
+
+    /// With anyone's files taken for locks, an unreadable file of another
+    /// user is not broken by its age (its content is unknown); a readable
+    /// one, or an unreadable one of our own, is.
+    #[test]
+    fn an_unreadable_file_of_another_user_is_never_stale() {
+        let existing = |readable: bool, uid: u32| Existing {
+            version: crate::dir::FileVersion {
+                id: crate::dir::FileId { dev: 1, ino: 2 },
+                mtime: SystemTime::UNIX_EPOCH,
+                size: 0,
+                uid,
+            },
+            raw: Vec::new(),
+            content: crate::content::LockContent::default(),
+            readable,
+        };
+        let me = geteuid().as_raw();
+        let other = me.wrapping_add(1);
+        assert_eq!(
+            Owners::Any.may_break(&existing(false, other)),
+            Err(LockError::ForeignLock { owner: other })
+        );
+        assert_eq!(Owners::Any.may_break(&existing(true, other)), Ok(()));
+        assert_eq!(Owners::Any.may_break(&existing(false, me)), Ok(()));
+        // The helper's owners are judged as before.
+        assert_eq!(
+            Owners::Only(vec![other]).may_break(&existing(false, other)),
+            Ok(())
+        );
+    }
 }

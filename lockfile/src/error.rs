@@ -94,6 +94,15 @@ pub enum LockError {
     Interrupted,
     /// Any other system call failure.
     Io { op: Op, errno: Errno },
+    /// The file at the lock name belongs to uid `owner` and is not taken
+    /// for a lock here: an owner [`crate::Owners::Only`] does not list, or
+    /// (with [`crate::Owners::Any`]) another user's file the caller cannot
+    /// read, which would otherwise be judged stale by its age alone. It is
+    /// never renamed, removed or waited for; nothing was changed.
+    ForeignLock { owner: u32 },
+    /// A change was cancelled before it was made because its announcement
+    /// failed ([`crate::Journal`] said no); nothing was changed.
+    Vetoed,
 }
 
 impl LockError {
@@ -162,6 +171,15 @@ impl fmt::Display for LockError {
             }
             LockError::Interrupted => f.write_str("wait for lock interrupted"),
             LockError::Io { op, errno } => write!(f, "cannot {op}: {}", errno.desc()),
+            LockError::ForeignLock { owner } => write!(
+                f,
+                "the file at the lock name belongs to uid {owner} and is not taken for a lock \
+                 here (another user's file that cannot be read, or an owner not allowed); \
+                 refusing to remove it or wait for it"
+            ),
+            LockError::Vetoed => {
+                f.write_str("the change was cancelled: it could not be announced first")
+            }
         }
     }
 }

@@ -47,10 +47,10 @@ pub use content::{AppendMark, Holder, LockContent, MAX_CONTENT};
 pub use dir::{validate_name, with_raised, FileId, FileVersion, LockDir, Privilege, NAME_MAX};
 pub use dotlock::{
     acquire, check, current_id, remove_by_name, rewrite, touch_by_name, Dotlock, Event, LockState,
-    Observer, Options, DEFAULT_STALE_AGE,
+    Observer, Options, Owners, DEFAULT_STALE_AGE,
 };
 pub use error::{LockError, Op, Result};
 pub use host::{content_for, local_host, process_state, LocalHost, PidMode, ProcState};
-pub use stale::{judge, StaleReason};
-pub use tempfile::MAX_TEMP_NAME;
+pub use stale::{judge, BreakOutcome, Journal, StaleReason};
+pub use tempfile::{aside_name, MAX_TEMP_NAME};
 pub use wait::{Backoff, Wait};

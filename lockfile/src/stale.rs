@@ -24,6 +24,21 @@
 //! to be judged stale.
 //! Tools that break locks by plain `unlink` (liblockfile, procmail) are not
 //! serialized by this and keep their own, wider window.
+//!
+//! # The private name, and who is told
+//!
+//! By default each move uses a fresh private name (`.lk<pid>.<random>.<host>.stale`).
+//! A caller may give a reserved one instead ([`crate::Options::aside`]): the
+//! setgid helper gives each user one name, so a helper killed between the
+//! move and the removal leaves at most that one file per user (the next move
+//! replaces it). A [`Journal`] is told before each move (and may cancel it)
+//! and after it, with what became of it.
+//!
+//! # Whose files are locks
+//!
+//! [`crate::Owners`] says whose files at the lock name are taken for locks:
+//! another owner's file is never judged, broken or waited for
+//! ([`LockError::ForeignLock`]).
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
@@ -73,6 +88,9 @@ pub struct Existing {
     pub raw: Vec<u8>,
     /// What they say.
     pub content: LockContent,
+    /// False when the caller may not read it: its content is unknown (and
+    /// `raw` empty), only its age says anything.
+    pub readable: bool,
 }
 
 impl Existing {
@@ -124,6 +142,7 @@ pub(crate) fn open_lock(dir: &LockDir, name: &OsStr) -> Result<Option<Found>> {
         version: FileVersion::of(&st),
         content: LockContent::parse(&raw),
         raw,
+        readable: true,
     };
     Ok(Some((Some(fd), existing)))
 }
@@ -141,6 +160,7 @@ fn unreadable(dir: &LockDir, name: &OsStr) -> Result<Option<Found>> {
         version: FileVersion::of(&st),
         raw: Vec::new(),
         content: LockContent::default(),
+        readable: false,
     };
     Ok(Some((None, existing)))
 }
@@ -202,8 +222,52 @@ pub enum Broke {
     Changed,
 }
 
+/// What became of a break that was announced to a [`Journal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakOutcome {
+    /// The stale lock was moved aside and removed.
+    Removed,
+    /// Nothing was at the lock name any more (released, or broken by
+    /// someone else): nothing was moved.
+    Vanished,
+    /// What was moved was not the lock judged stale (it was released and
+    /// taken again meanwhile): it was put back under the lock name.
+    PutBack,
+    /// What was moved was not the lock judged stale, and the name was
+    /// taken again before it could be put back: it stays at the aside name.
+    LeftAside,
+    /// The break failed; what was moved, if anything, was put back or
+    /// stays at the aside name.
+    Failed(LockError),
+}
+
+/// Told before and after every break that [`crate::acquire`] makes.
+///
+/// The setgid helper records its intent in the audit trail in
+/// [`Journal::before_break`] and does not act when the record could not be
+/// sent; a trail with an intent and no outcome then shows a helper that
+/// was killed in the middle.
+pub trait Journal: Send + Sync {
+    /// `holder`'s lock, judged stale for `reason`, is about to be moved to
+    /// `aside` and removed there. False cancels the break: the acquisition
+    /// fails with [`LockError::Vetoed`] and nothing is changed.
+    fn before_break(&self, holder: &Holder, reason: StaleReason, aside: &OsStr) -> bool;
+    /// What became of a break [`Journal::before_break`] allowed.
+    fn after_break(&self, holder: &Holder, reason: StaleReason, outcome: &BreakOutcome);
+}
+
+/// How a break moves the lock aside, and who is told.
+pub(crate) struct Mover<'a> {
+    pub privilege: Option<&'a dyn Privilege>,
+    /// The name the lock is moved to.
+    pub aside: &'a OsStr,
+    /// Told before and after, with the reason the lock was judged stale.
+    pub journal: Option<(&'a dyn Journal, StaleReason)>,
+}
+
 /// Remove `judged` from `name`, if and only if it is still that version.
 /// See the module documentation for the protocol and its residual window.
+/// The lock is moved to a fresh private name.
 pub fn break_stale(
     dir: &LockDir,
     name: &OsStr,
@@ -224,6 +288,24 @@ pub fn break_stale_interleaved(
     privilege: Option<&dyn Privilege>,
     between: &mut dyn FnMut(),
 ) -> Result<Broke> {
+    let aside = temp_name(std::process::id(), ".stale");
+    let mover = Mover {
+        privilege,
+        aside: &aside,
+        journal: None,
+    };
+    break_with(dir, name, judged, &mover, between)
+}
+
+/// The break itself, as [`break_stale`] describes it, moving the lock to
+/// `mover.aside` and telling `mover.journal`.
+pub(crate) fn break_with(
+    dir: &LockDir,
+    name: &OsStr,
+    judged: &Existing,
+    mover: &Mover<'_>,
+    between: &mut dyn FnMut(),
+) -> Result<Broke> {
     // Re-check through a fresh open: on NFS a `stat` of the name may be
     // answered from the client's caches, an open revalidates it.
     match inspect(dir, name)? {
@@ -235,23 +317,48 @@ pub fn break_stale_interleaved(
     if judged.version.size > MAX_CONTENT as i64 {
         return Err(LockError::NotRegularFile);
     }
+    let holder = judged.holder();
+    if let Some((journal, reason)) = mover.journal {
+        if !journal.before_break(&holder, reason, mover.aside) {
+            return Err(LockError::Vetoed);
+        }
+    }
     between();
-    let aside = temp_name(std::process::id(), ".stale");
-    let moved = with_raised(privilege, || renameat(dir, name, dir, aside.as_os_str()));
+    let (broke, outcome) = move_and_remove(dir, name, judged, mover);
+    if let Some((journal, reason)) = mover.journal {
+        journal.after_break(&holder, reason, &outcome);
+    }
+    match outcome {
+        BreakOutcome::Failed(e) => Err(e),
+        _ => Ok(broke),
+    }
+}
+
+fn move_and_remove(
+    dir: &LockDir,
+    name: &OsStr,
+    judged: &Existing,
+    mover: &Mover<'_>,
+) -> (Broke, BreakOutcome) {
+    let (privilege, aside) = (mover.privilege, mover.aside);
+    let moved = with_raised(privilege, || renameat(dir, name, dir, aside));
     // Decide by what is at the private name, not by rename's return value
     // (a retransmitted rename after a lost reply reports ENOENT).
-    let found = match inspect(dir, &aside) {
+    let found = match inspect(dir, aside) {
         Ok(found) => found,
         Err(e) => {
             // We cannot tell what we moved: put it back, as it was.
-            put_back(dir, &aside, name, privilege);
-            return Err(e);
+            put_back(dir, aside, name, privilege);
+            return (Broke::Changed, BreakOutcome::Failed(e));
         }
     };
     let Some(found) = found else {
         return match moved {
-            Ok(()) | Err(Errno::ENOENT) => Ok(Broke::Changed),
-            Err(errno) => Err(LockError::StaleNotRemoved { errno }),
+            Ok(()) | Err(Errno::ENOENT) => (Broke::Changed, BreakOutcome::Vanished),
+            Err(errno) => (
+                Broke::Changed,
+                BreakOutcome::Failed(LockError::StaleNotRemoved { errno }),
+            ),
         };
     };
     if found.version.id == judged.version.id
@@ -259,17 +366,23 @@ pub fn break_stale_interleaved(
         && found.raw == judged.raw
     {
         let removed = with_raised(privilege, || {
-            unlinkat(dir, aside.as_os_str(), UnlinkatFlags::NoRemoveDir)
+            unlinkat(dir, aside, UnlinkatFlags::NoRemoveDir)
         });
         return match removed {
-            Ok(()) | Err(Errno::ENOENT) => Ok(Broke::Removed),
-            Err(errno) => Err(LockError::StaleNotRemoved { errno }),
+            Ok(()) | Err(Errno::ENOENT) => (Broke::Removed, BreakOutcome::Removed),
+            Err(errno) => (
+                Broke::Changed,
+                BreakOutcome::Failed(LockError::StaleNotRemoved { errno }),
+            ),
         };
     }
     // We moved a lock that was not the one judged stale: put it back,
     // same inode, so its holder still recognises it.
-    put_back(dir, &aside, name, privilege);
-    Ok(Broke::Changed)
+    if put_back(dir, aside, name, privilege) {
+        (Broke::Changed, BreakOutcome::PutBack)
+    } else {
+        (Broke::Changed, BreakOutcome::LeftAside)
+    }
 }
 
 /// Link `aside` back to `name` and drop the private name, but only once
@@ -278,8 +391,14 @@ pub fn break_stale_interleaved(
 /// being destroyed. When the name is taken by the very file we moved (its
 /// holder found the name free and linked its own file again), the private
 /// name is an extra link of that lock: dropped too, so it neither lingers
-/// nor confuses the holder's link count.
-fn put_back(dir: &LockDir, aside: &OsStr, name: &OsStr, privilege: Option<&dyn Privilege>) {
+/// nor confuses the holder's link count. True when the file is under
+/// `name` again.
+pub(crate) fn put_back(
+    dir: &LockDir,
+    aside: &OsStr,
+    name: &OsStr,
+    privilege: Option<&dyn Privilege>,
+) -> bool {
     let linked = with_raised(privilege, || {
         linkat(dir, aside, dir, name, nix::fcntl::AtFlags::empty())
     });
@@ -292,5 +411,8 @@ fn put_back(dir: &LockDir, aside: &OsStr, name: &OsStr, privilege: Option<&dyn P
         let _ = with_raised(privilege, || {
             unlinkat(dir, aside, UnlinkatFlags::NoRemoveDir)
         });
+        true
+    } else {
+        false
     }
 }

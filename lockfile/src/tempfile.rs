@@ -58,6 +58,19 @@ pub(crate) fn temp_name(me: u32, suffix: &str) -> OsString {
     OsString::from_vec(name.into_bytes())
 }
 
+/// The one name that the locks of the user with uid `uid` are moved to
+/// before they are removed, on this host (`.lkaside.<uid>.<host>`): see
+/// [`crate::Options::aside`]. Never taken for a temporary file of
+/// [`temp_name`]'s form, so no sweep of dead temporary files removes it
+/// while a break or a release uses it.
+pub fn aside_name(uid: u32) -> OsString {
+    let host = &local_host().host;
+    let host = &host[..host.len().min(HOST_PART)];
+    let mut name = format!(".lkaside.{uid}.{host}");
+    name.truncate(MAX_TEMP_NAME);
+    OsString::from_vec(name.into_bytes())
+}
+
 /// An open, written temporary file in the lock directory.
 #[derive(Debug)]
 pub(crate) struct TempFile<'a> {
