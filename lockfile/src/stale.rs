@@ -12,16 +12,21 @@
 //! file. The winner reads the moved file back and compares it (identity and
 //! content) with what it judged: only then does it unlink it. If it moved a
 //! different file (the lock was released and re-taken between its check and
-//! its rename) it links that file back under the lock name, with the same
-//! inode, so its owner still recognises it, and removes the private name.
+//! its rename) it puts that file back under the lock name (a rename that
+//! never replaces, or a link), with the same inode, so its owner still
+//! recognises it.
 //!
-//! What remains: between such a wrong rename and the link back (two system
-//! calls) the lock name is free, and a third process may take it; the link
-//! back then fails with `EEXIST` and two processes believe they hold the
-//! lock. This needs a release, a new acquisition and a third locker, all
-//! inside the few microseconds between the breaker's re-check and its link
-//! back (on NFS: a few round trips), and only for a lock that was old enough
-//! to be judged stale.
+//! What remains: between such a wrong rename and putting the file back
+//! (two system calls) the lock name is free, and a third process may take
+//! it; putting back then fails with `EEXIST`, the moved file stays under the
+//! private name, and two processes believe they hold the lock. This needs a
+//! release, a new acquisition and a third locker, all inside the few
+//! microseconds between the breaker's re-check and its putting back (on
+//! NFS: a few round trips), and only for a lock that was old enough to be
+//! judged stale; or a breaker stopped in between (`SIGSTOP` by its owner),
+//! which keeps the window open as long as it is stopped. A release
+//! ([`crate::Dotlock::release`]) moves the lock aside and compares the same
+//! way, with the same window when the lock it moves is not its own.
 //! Tools that break locks by plain `unlink` (liblockfile, procmail) are not
 //! serialized by this and keep their own, wider window.
 //!
@@ -385,29 +390,39 @@ fn move_and_remove(
     }
 }
 
-/// Link `aside` back to `name` and drop the private name, but only once
-/// the link worked: if it did not (someone took the free name in the
-/// window), the moved file stays under its private name rather than
-/// being destroyed. When the name is taken by the very file we moved (its
+/// Put the file at `aside` back under `name`, but never over a file that
+/// took the name meanwhile: then the moved file stays under its private
+/// name rather than being destroyed. True when the file is under `name`
+/// again.
+///
+/// `rename` with `RENAME_NOREPLACE` does it in one step and needs no rights
+/// on the file itself. Where the kernel or the file system lacks that flag
+/// (NFS), the file is linked back and the private name dropped once the
+/// link worked; a link of another user's file (root's lock, say) is
+/// refused under `fs.protected_hardlinks` (the default), so there such a
+/// file stays aside. When the name is taken by the very file we moved (its
 /// holder found the name free and linked its own file again), the private
 /// name is an extra link of that lock: dropped too, so it neither lingers
-/// nor confuses the holder's link count. True when the file is under
-/// `name` again.
+/// nor confuses the holder's link count.
 pub(crate) fn put_back(
     dir: &LockDir,
     aside: &OsStr,
     name: &OsStr,
     privilege: Option<&dyn Privilege>,
 ) -> bool {
-    let linked = with_raised(privilege, || {
-        linkat(dir, aside, dir, name, nix::fcntl::AtFlags::empty())
-    });
-    let relinked_by_holder = linked == Err(Errno::EEXIST)
+    let restored = match with_raised(privilege, || rename_noreplace(dir, aside, name)) {
+        Ok(()) => return true,
+        Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => with_raised(privilege, || {
+            linkat(dir, aside, dir, name, nix::fcntl::AtFlags::empty())
+        }),
+        Err(errno) => Err(errno),
+    };
+    let relinked_by_holder = restored == Err(Errno::EEXIST)
         && matches!(
             (current_id(dir, aside), current_id(dir, name)),
             (Ok(Some(a)), Ok(Some(n))) if a == n
         );
-    if linked.is_ok() || relinked_by_holder {
+    if restored.is_ok() || relinked_by_holder {
         let _ = with_raised(privilege, || {
             unlinkat(dir, aside, UnlinkatFlags::NoRemoveDir)
         });
@@ -415,4 +430,22 @@ pub(crate) fn put_back(
     } else {
         false
     }
+}
+
+/// `rename(from, to)` in `dir` unless `to` exists (`EEXIST` then).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn rename_noreplace(dir: &LockDir, from: &OsStr, to: &OsStr) -> nix::Result<()> {
+    nix::fcntl::renameat2(
+        dir,
+        from,
+        dir,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+}
+
+/// Without `renameat2` in the C library: the caller links instead.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn rename_noreplace(_: &LockDir, _: &OsStr, _: &OsStr) -> nix::Result<()> {
+    Err(Errno::ENOSYS)
 }
