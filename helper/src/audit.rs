@@ -2,6 +2,13 @@
 //! and refusal, sent over the local syslog socket only (`/dev/log`, never a
 //! network fallback).
 //!
+//! Every change the helper makes in a spool (taking a lock, breaking a
+//! stale one, removing a dead temporary file, releasing) is announced by a
+//! record of intent first ([`Class::Intent`], `result=intent`), sent with
+//! [`Audit::record_checked`]: when it could not be sent the change is not
+//! made. The outcome follows as its own record, so a trail with an intent
+//! and no outcome shows a helper that was interrupted (killed) in between.
+//!
 //! Records are `key=value` pairs. Every value is sanitized: bytes outside
 //! printable ASCII, spaces, `"`, `\` and `=` become `\xNN`, and values are
 //! bounded in length, so nothing a caller controls can forge a second
@@ -38,6 +45,8 @@ const LOG_INFO: u8 = 6;
 /// What kind of event a record is; decides facility and severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
+    /// A change to a spool is about to be made (`LOG_MAIL`, info).
+    Intent,
     /// A lock was granted (`LOG_MAIL`, info).
     Grant,
     /// A lock was released or broken as stale (`LOG_MAIL`, info).
@@ -60,7 +69,7 @@ impl Class {
 
     fn severity(self) -> u8 {
         match self {
-            Class::Grant | Class::Release => LOG_INFO,
+            Class::Intent | Class::Grant | Class::Release => LOG_INFO,
             Class::Failure | Class::Refusal => LOG_WARNING,
         }
     }
@@ -201,8 +210,23 @@ impl Audit {
     /// Delivery is best effort once connected (a datagram to a daemon that
     /// went away is lost); the connection is retried once.
     pub fn record(&mut self, class: Class, op: &str, result: &str, fields: &[(&str, &str)]) {
+        let _ = self.record_checked(class, op, result, fields);
+    }
+
+    /// [`Audit::record`], saying whether the record was sent: handed to
+    /// the local syslog daemon's socket (a datagram queued there; the
+    /// connection retried once). The records of intent are sent this way,
+    /// and the change they announce is not made when this is false.
+    #[must_use]
+    pub fn record_checked(
+        &mut self,
+        class: Class,
+        op: &str,
+        result: &str,
+        fields: &[(&str, &str)],
+    ) -> bool {
         let text = render(&self.subject, op, result, fields);
-        let _ = self.send(class, text);
+        self.send(class, text).is_ok()
     }
 
     fn send(&mut self, class: Class, text: String) -> Result<(), Errno> {

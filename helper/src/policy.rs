@@ -41,6 +41,30 @@ pub fn login_usable(login: &str) -> bool {
     spoollock_protocol::login_usable(login)
 }
 
+/// Refuse to lock for `login` when a user named `<login>.lock` exists: the
+/// lock name would be that user's mailbox (Debian's `useradd` accepts such
+/// a login). A password database that cannot be read refuses too.
+pub fn check_no_namesake(login: &str) -> Result<(), Refusal> {
+    let namesake = lock_name(login);
+    match User::from_name(&namesake) {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(Refusal::LockNameIsLogin { login: namesake }),
+        Err(errno) => Err(Refusal::UserDatabase {
+            errno: errno as i32,
+        }),
+    }
+}
+
+/// The login of `uid`, when it has one of printable ASCII (anything else
+/// is left out of refusals, which the client prints).
+pub fn printable_login(uid: u32) -> Option<String> {
+    let user = User::from_uid(Uid::from_raw(uid)).ok()??;
+    let printable = !user.name.is_empty()
+        && user.name.len() <= 64
+        && user.name.bytes().all(|b| b.is_ascii_graphic());
+    printable.then_some(user.name)
+}
+
 /// The lock name for a login: always built here, from the login only.
 pub fn lock_name(login: &str) -> String {
     format!("{login}.lock")

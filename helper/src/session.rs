@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::stat::fstatat;
+use nix::sys::stat::{fstatat, FileStat, SFlag};
 use spoollock_lockfile::{
-    acquire, check, process_state, remove_by_name, touch_by_name, Dotlock, Event, Holder,
-    LockContent, LockDir, LockError, LockState, Observer, Op, Options, PidMode, ProcState,
-    StaleReason, Wait, MAX_CONTENT,
+    acquire, aside_name, check, process_state, remove_by_name, touch_by_name, BreakOutcome,
+    Dotlock, Holder, Journal, LockContent, LockDir, LockError, LockState, Op, Options, Owners,
+    PidMode, ProcState, StaleReason, Wait, MAX_CONTENT,
 };
 use spoollock_protocol::codec::{encode, Frame, PREFIX_LEN};
 use spoollock_protocol::limits::{
@@ -50,6 +50,58 @@ fn record(audit: &SharedAudit, class: Class, op: &str, result: &str, fields: &[(
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .record(class, op, result, &fields);
+}
+
+/// Send the record of intent for a change to a spool (`op`,
+/// `result=intent`); false when it could not be sent: the change must then
+/// not be made.
+fn intend(audit: &SharedAudit, op: &str, fields: &[(&str, String)]) -> bool {
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    audit
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .record_checked(Class::Intent, op, "intent", &fields)
+}
+
+/// The audit side of stale-lock breaking: the intent before the lock is
+/// moved aside (no record sent, no break), the outcome after.
+struct BreakRecords {
+    audit: SharedAudit,
+    /// The spool and lock the break is in.
+    place: Fields,
+    /// Set when a stale lock was removed: a dead helper was here, and may
+    /// have left files (see `Session::lock`).
+    broke_stale: Arc<AtomicBool>,
+}
+
+impl Journal for BreakRecords {
+    fn before_break(&self, holder: &Holder, reason: StaleReason, aside: &std::ffi::OsStr) -> bool {
+        let mut fields = self.place.clone();
+        fields.extend(holder_fields(holder));
+        fields.push(("reason", reason.to_string()));
+        fields.push(("aside", aside.to_string_lossy().into_owned()));
+        intend(&self.audit, "break-stale", &fields)
+    }
+
+    fn after_break(&self, holder: &Holder, reason: StaleReason, outcome: &BreakOutcome) {
+        let mut fields = self.place.clone();
+        fields.extend(holder_fields(holder));
+        fields.push(("reason", reason.to_string()));
+        let (class, result) = match outcome {
+            BreakOutcome::Removed => {
+                self.broke_stale.store(true, Ordering::Relaxed);
+                (Class::Release, "removed")
+            }
+            BreakOutcome::Vanished => (Class::Release, "vanished"),
+            BreakOutcome::PutBack => (Class::Failure, "put-back"),
+            BreakOutcome::LeftAside => (Class::Failure, "left-aside"),
+            BreakOutcome::Failed(e) => {
+                fields.push(("error", e.to_string()));
+                (Class::Failure, "failed")
+            }
+        };
+        record(&self.audit, class, "break-stale", result, &fields);
+    }
 }
 
 /// The session lock the helper holds for its client.
@@ -88,9 +140,12 @@ pub struct Session {
     lost: Option<usize>,
     /// Spools already swept of the caller's dead temporary files.
     swept: Vec<usize>,
-    /// Set by the observer when a lock operation broke a stale lock: a
-    /// dead helper was here, and may have left files (see `lock`).
+    /// Set when a lock operation broke a stale lock: a dead helper was
+    /// here, and may have left files (see `lock`).
     broke_stale: Arc<AtomicBool>,
+    /// No user is named `<login>.lock` (looked up at the first request of
+    /// the session that names the lock).
+    no_namesake: bool,
     /// Spools opened and checked in this session, by index: the checks
     /// hold for the descriptor (the directory cannot be swapped under it),
     /// so a session checks each spool once.
@@ -128,6 +183,7 @@ impl Session {
             lost: None,
             swept: Vec::new(),
             broke_stale: Arc::default(),
+            no_namesake: false,
             opened: Vec::new(),
             refused: Vec::new(),
             granted: 0,
@@ -327,6 +383,14 @@ impl Session {
                 ("lock", policy::lock_name(&self.caller().login)),
                 ("trigger", trigger.to_owned()),
             ];
+            if !intend(&self.audit, "release", &fields) {
+                // Left as it is: it names this helper, whose end makes it
+                // stale at once for the next locker.
+                held.lock.leak();
+                fields.push(("error", Refusal::AuditUnavailable.to_string()));
+                record(&self.audit, Class::Failure, "release", "failed", &fields);
+                return code;
+            }
             match held.lock.release() {
                 Ok(()) => record(&self.audit, Class::Release, "release", "released", &fields),
                 Err(e) => {
@@ -451,6 +515,11 @@ impl Session {
         let index = policy::select(&target.spool, &self.spools)?;
         fields.push(("spool", self.spools[index].clone()));
         fields.push(("lock", policy::lock_name(&self.caller().login)));
+        // The lock name must not be another user's mailbox name.
+        if !self.no_namesake {
+            policy::check_no_namesake(&self.caller().login)?;
+            self.no_namesake = true;
+        }
         if let Some((_, dir)) = self.opened.iter().find(|(i, _)| *i == index) {
             return Ok((index, dir.clone()));
         }
@@ -460,22 +529,27 @@ impl Session {
         Ok((index, dir))
     }
 
-    fn options(&self, stale_age: Duration) -> Options {
-        let audit = self.audit.clone();
-        let broke_stale = self.broke_stale.clone();
-        let observer: Observer = Arc::new(move |event: &Event| {
-            if let Event::BrokeStale(holder, reason) = event {
-                broke_stale.store(true, Ordering::Relaxed);
-                let mut fields = holder_fields(holder);
-                fields.push(("reason", reason.to_string()));
-                record(&audit, Class::Release, "break-stale", "removed", &fields);
-            }
-        });
+    /// The lockfile options for the caller's lock in spool `index`: the
+    /// helper's privilege; only the caller's and root's files are locks
+    /// (root-run delivery agents lock as root); the caller's one aside name;
+    /// every break announced in the audit trail first.
+    fn options(&self, index: usize, stale_age: Duration) -> Options {
+        let uid = self.caller().uid.as_raw();
+        let journal = BreakRecords {
+            audit: self.audit.clone(),
+            place: vec![
+                ("spool", self.spools[index].clone()),
+                ("lock", policy::lock_name(&self.caller().login)),
+            ],
+            broke_stale: self.broke_stale.clone(),
+        };
         Options {
             stale_age,
             privilege: Some(self.privilege.clone()),
             interrupt: Some(self.interrupt.clone()),
-            observer: Some(observer),
+            owners: Owners::Only(vec![uid, 0]),
+            aside: Some(aside_name(uid)),
+            journal: Some(Arc::new(journal)),
             ..Options::default()
         }
     }
@@ -511,7 +585,7 @@ impl Session {
         };
         fields.push(("mode", if detached { "detached" } else { "session" }.into()));
         fields.push(("wait", describe_wait(req.wait)));
-        let mut opts = self.options(stale_age);
+        let mut opts = self.options(index, stale_age);
         opts.pid_mode = pid_mode;
         opts.wait = match req.wait {
             WaitSpec::NoWait => Wait::NoWait,
@@ -536,22 +610,34 @@ impl Session {
             }
         }
         let name = policy::lock_name(&self.caller().login);
-        // The caller's dead temporaries, which the caller cannot remove
-        // (see `sweep`): swept once per spool in every session, after the
-        // first attempt there, whatever its outcome (a helper killed
-        // between `link` and unlinking its named temporary file leaves it
-        // linked to its stale lock until that lock is broken, which the
-        // attempt has then done), and again after any attempt that broke a
-        // stale lock. On a local spool the temporary files are anonymous,
-        // so what a dead helper leaves is its lock and, killed while
-        // breaking one, the lock it moved aside.
-        let first = !self.swept.contains(&index);
-        if first {
+        // The caller's dead temporary files, which the caller cannot remove
+        // (see `sweep`). Where temporary files are named (NFS), a helper
+        // killed at the wrong moment leaves one: swept once per spool in
+        // every session, before the first attempt there (so that killing
+        // helpers early never skips it). On a local spool they are
+        // anonymous, and what a dead helper leaves is its lock (stale at
+        // once: its holder is gone) and at most one file at the caller's
+        // aside name, which the next break or release replaces: nothing to
+        // sweep, and another user's lock costs nothing for files that are
+        // not theirs. Everywhere, after an attempt that broke a stale lock
+        // (a helper killed between `link` and unlinking its named temporary
+        // file leaves it linked to its stale lock until that lock is
+        // broken; files older versions left go then too).
+        if !dir.anonymous_temps() && !self.swept.contains(&index) {
             self.swept.push(index);
+            self.sweep(index, &dir);
         }
         self.broke_stale.store(false, Ordering::Relaxed);
+        if !intend(&self.audit, "lock", fields) {
+            return Err(Refusal::AuditUnavailable);
+        }
         let acquired = acquire(&dir, name.as_ref(), &opts);
-        if first || self.broke_stale.load(Ordering::Relaxed) {
+        // (The first attempt may have found anonymous files unusable here.)
+        let unswept = !dir.anonymous_temps() && !self.swept.contains(&index);
+        if unswept || self.broke_stale.load(Ordering::Relaxed) {
+            if unswept {
+                self.swept.push(index);
+            }
             self.sweep(index, &dir);
         }
         let lock = acquired.map_err(|e| not_a_lock(&dir, &name, e))?;
@@ -575,12 +661,19 @@ impl Session {
         Ok(Reply::Locked(info))
     }
 
-    /// Remove the caller's dead temporary files from spool `index`, with
+    /// Remove the caller's dead temporary files from spool `index`, each
+    /// announced by a record of intent (none sent: the sweep stops), with
     /// an audit record for each removed and each that could not be.
     fn sweep(&self, index: usize, dir: &LockDir) {
         let uid = self.caller().uid.as_raw();
-        let swept = sweep::sweep(dir, uid, &*self.privilege);
         let spool = || ("spool", self.spools[index].clone());
+        let swept = sweep::sweep(dir, uid, &*self.privilege, &mut |name: &str| {
+            intend(
+                &self.audit,
+                "cleanup",
+                &[spool(), ("name", name.to_owned())],
+            )
+        });
         for name in swept.removed {
             let fields = vec![spool(), ("name", name)];
             record(&self.audit, Class::Release, "cleanup", "removed", &fields);
@@ -616,8 +709,8 @@ impl Session {
         }
         fields.push(("mode", by_name(force)));
         let name = policy::lock_name(&self.caller().login);
-        ensure_present(&dir, &name)?;
         let uid = self.caller().uid.as_raw();
+        ensure_not_foreign(&ensure_present(&dir, &name)?, uid)?;
         let guard = self.session_guard(force);
         touch_by_name(&dir, name.as_ref(), |content, owner| {
             owner == uid && guard.allows(content)
@@ -644,6 +737,11 @@ impl Session {
         let (index, dir) = self.prepare(target, fields)?;
         if self.held.as_ref().is_some_and(|h| h.spool == index) {
             fields.push(("mode", "session".into()));
+            let mut intent = fields.clone();
+            intent.push(("trigger", "request".into()));
+            if !intend(&self.audit, "release", &intent) {
+                return Err(Refusal::AuditUnavailable);
+            }
             let held = self.held.take().expect("checked above");
             return match held.lock.release() {
                 Ok(()) => Ok(Reply::Unlocked),
@@ -656,9 +754,14 @@ impl Session {
         }
         fields.push(("mode", by_name(force)));
         let name = policy::lock_name(&self.caller().login);
-        ensure_present(&dir, &name)?;
         let uid = self.caller().uid.as_raw();
-        let opts = self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()));
+        ensure_not_foreign(&ensure_present(&dir, &name)?, uid)?;
+        let mut intent = fields.clone();
+        intent.push(("trigger", "request".into()));
+        if !intend(&self.audit, "release", &intent) {
+            return Err(Refusal::AuditUnavailable);
+        }
+        let opts = self.options(index, Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()));
         let guard = self.session_guard(force);
         remove_by_name(&dir, name.as_ref(), &opts, |content, owner| {
             owner == uid && guard.allows(content)
@@ -674,11 +777,11 @@ impl Session {
     /// used instead, as for any `check` on a directory the caller may not
     /// write).
     fn check(&mut self, target: &Target, fields: &mut Fields) -> Result<Reply, Refusal> {
-        let (_, dir) = self.prepare(target, fields)?;
+        let (index, dir) = self.prepare(target, fields)?;
         let name = policy::lock_name(&self.caller().login);
         let opts = Options {
             privilege: None,
-            ..self.options(Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()))
+            ..self.options(index, Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()))
         };
         let state = check(&dir, name.as_ref(), &opts).map_err(|e| not_a_lock(&dir, &name, e))?;
         let status = match state {
@@ -880,15 +983,35 @@ fn not_a_lock(dir: &LockDir, name: &str, e: LockError) -> Refusal {
     }
 }
 
-/// A by-name request for a lock that does not exist says so.
-fn ensure_present(dir: &LockDir, name: &str) -> Result<(), Refusal> {
+/// A by-name request for a lock that does not exist says so; what is
+/// there otherwise.
+fn ensure_present(dir: &LockDir, name: &str) -> Result<FileStat, Refusal> {
     match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
-        Ok(_) => Ok(()),
+        Ok(st) => Ok(st),
         Err(Errno::ENOENT) => Err(Refusal::NotLocked),
         Err(e) => Err(Refusal::Io {
             op: FsOp::Stat,
             errno: e as i32,
         }),
+    }
+}
+
+/// A regular file at the lock name that another user owns (neither the
+/// caller nor root) is not the caller's lock: refused, saying whose it is.
+/// (The lockfile crate checks the owner again, on the file it acts on.)
+fn ensure_not_foreign(st: &FileStat, caller: u32) -> Result<(), Refusal> {
+    let regular = st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits();
+    if regular && st.st_uid != caller && st.st_uid != 0 {
+        return Err(foreign(st.st_uid));
+    }
+    Ok(())
+}
+
+/// The refusal for a file of `owner` at the lock name.
+fn foreign(owner: u32) -> Refusal {
+    Refusal::ForeignLockFile {
+        owner_uid: owner,
+        owner_login: policy::printable_login(owner),
     }
 }
 
@@ -970,10 +1093,7 @@ pub fn refusal_of(e: LockError) -> Refusal {
             op: fs_op(op),
             errno: errno as i32,
         },
-        LockError::ForeignLock { owner } => Refusal::ForeignLockFile {
-            owner_uid: owner,
-            owner_login: None,
-        },
+        LockError::ForeignLock { owner } => foreign(owner),
         LockError::Vetoed => Refusal::AuditUnavailable,
     }
 }

@@ -1,21 +1,23 @@
 //! Removing the caller's leftovers: on NFS, a helper killed (SIGKILL, or
 //! SIGSTOP then SIGKILL) between creating its named temporary file and
-//! unlinking it leaves `.lk<pid>.<random>.<host>` in the spool, and on any
-//! spool a helper killed while breaking a stale lock leaves the lock it
-//! moved aside (`.lk<pid>.<random>.<host>.stale`); the caller cannot remove
-//! either (the spool is not theirs to write). When the session decides a
-//! dead helper may have left some (once per spool in every session, and
-//! after breaking a stale lock; see `Session::lock`), always after a lock
-//! attempt (so that a dead helper's stale lock, which shares the temporary
-//! file's inode, has been broken), the helper removes such files when they
-//! are provably dead:
+//! unlinking it leaves `.lk<pid>.<random>.<host>` in the spool, and older
+//! versions left the locks they moved aside while breaking one
+//! (`.lk<pid>.<random>.<host>.stale`; the helper now moves the caller's
+//! locks to one reserved name per caller, which the next move replaces);
+//! the caller cannot remove either (the spool is not theirs to write). When
+//! the session decides a dead helper may have left some (once per spool in
+//! every session, before its first lock attempt there, and after breaking a
+//! stale lock; see `Session::lock`), the helper removes such files when
+//! they are provably dead:
 //!
 //! - the name has the lockfile crate's temporary form and names this host;
-//! - the process it names no longer exists;
-//! - the file is a regular file with one link, owned by the caller.
+//! - the file is a regular file with one link, owned by the caller (a cheap
+//!   `fstatat`, first: another user's files cost no more than that);
+//! - the process it names no longer exists.
 //!
 //! Files of other users, of live processes or of other hosts are never
-//! touched.
+//! touched. Each removal is announced first (`intend`): when that fails
+//! the sweep stops.
 
 use nix::dir::Dir;
 use nix::errno::Errno;
@@ -58,15 +60,23 @@ pub fn temp_owner(name: &str, host: &str) -> Option<u32> {
 }
 
 /// What a sweep did: the names removed, and those it should have removed
-/// but could not (with why; `.` when the spool could not be listed).
+/// but could not (with why; `.` when the spool could not be listed; no
+/// errno when the removal could not be announced).
 #[derive(Debug, Default)]
 pub struct Swept {
     pub removed: Vec<String>,
     pub failed: Vec<(String, Errno)>,
 }
 
-/// Remove the caller's dead temporary files from `dir`.
-pub fn sweep(dir: &LockDir, caller_uid: u32, privilege: &dyn Privilege) -> Swept {
+/// Remove the caller's dead temporary files from `dir`. `intend(name)` is
+/// asked before each removal; false stops the sweep (reported as failed
+/// with `ECANCELED`).
+pub fn sweep(
+    dir: &LockDir,
+    caller_uid: u32,
+    privilege: &dyn Privilege,
+    intend: &mut dyn FnMut(&str) -> bool,
+) -> Swept {
     let mut swept = Swept::default();
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let mut listing = match Dir::openat(dir, ".", flags, Mode::empty()) {
@@ -97,9 +107,7 @@ pub fn sweep(dir: &LockDir, caller_uid: u32, privilege: &dyn Privilege) -> Swept
         }
     }
     for (name, pid) in candidates {
-        if process_state(pid) != ProcState::Gone {
-            continue;
-        }
+        // The owner first: a stat is cheap, a process check reads /proc.
         let st = match fstatat(dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             // Gone meanwhile (another session of the caller swept it).
@@ -111,6 +119,13 @@ pub fn sweep(dir: &LockDir, caller_uid: u32, privilege: &dyn Privilege) -> Swept
         };
         if !is_kind(&st, SFlag::S_IFREG) || st.st_uid != caller_uid || st.st_nlink != 1 {
             continue;
+        }
+        if process_state(pid) != ProcState::Gone {
+            continue;
+        }
+        if !intend(&name) {
+            swept.failed.push((name, Errno::ECANCELED));
+            break;
         }
         // The lockfile crate's bracket: lowered again on every way out,
         // including a raise that failed half-way.
@@ -202,12 +217,27 @@ mod tests {
         let uid = nix::unistd::getuid().as_raw();
         let lock_dir = LockDir::open(&dir).unwrap();
 
-        let swept = sweep(&lock_dir, uid, &Unraisable);
+        let mut announced = Vec::new();
+        let swept = sweep(&lock_dir, uid, &Unraisable, &mut |n: &str| {
+            announced.push(n.to_owned());
+            true
+        });
         assert!(swept.removed.is_empty());
         assert_eq!(swept.failed, vec![(name.clone(), Errno::EPERM)]);
         assert!(dir.join(&name).exists());
+        assert_eq!(
+            announced,
+            vec![name.clone()],
+            "announced before the attempt"
+        );
 
-        let swept = sweep(&lock_dir, uid, &Unprivileged);
+        // Not announced: not removed.
+        let swept = sweep(&lock_dir, uid, &Unprivileged, &mut |_: &str| false);
+        assert!(swept.removed.is_empty());
+        assert_eq!(swept.failed, vec![(name.clone(), Errno::ECANCELED)]);
+        assert!(dir.join(&name).exists());
+
+        let swept = sweep(&lock_dir, uid, &Unprivileged, &mut |_: &str| true);
         assert_eq!(swept.removed, vec![name.clone()]);
         assert!(swept.failed.is_empty());
         assert!(!dir.join(&name).exists());

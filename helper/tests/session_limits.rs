@@ -113,8 +113,9 @@ fn refusal_flood_is_bounded(env: &Env) {
     );
 }
 
-/// Lock and unlock rounds: grants and releases are records too; the lock
-/// request after the 16th grant ends the session.
+/// Lock and unlock rounds: grants and releases are records too (each with
+/// its record of intent before it); the lock request after the 16th grant
+/// ends the session.
 fn grant_flood_is_bounded(env: &Env) {
     env.reset();
     let mark = env.log_mark();
@@ -143,7 +144,7 @@ fn grant_flood_is_bounded(env: &Env) {
     let bytes: usize = records.iter().map(|l| l.len() + 1).sum();
     assert_eq!(
         records.len(),
-        2 * MAX_GRANTED_PER_SESSION as usize + 1,
+        4 * MAX_GRANTED_PER_SESSION as usize + 1,
         "{}",
         records.join("\n")
     );
