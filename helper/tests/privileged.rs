@@ -685,18 +685,21 @@ fn planted_files_at_lock_and_mailbox(env: &Env) {
         );
     }
 
-    // A hard link to the victim's mailbox at the lock name: never touched.
+    // A hard link to the victim's mailbox at the lock name: another user's
+    // file, never touched (see also collision.rs).
     env.reset();
     fs::hard_link(&theirs, env.lock_path()).unwrap();
     let before = env.snapshot();
-    let (mut c, _) = Client::open(env, &env.caller);
-    assert!(matches!(
-        expect_error(c.call(&lock_req)),
-        Refusal::Busy { .. }
-    ));
-    bye(c);
-    for r in [&Request::Unlock(target()), &Request::Touch(target())] {
-        assert_refused(env, &env.caller, r, Refusal::NotOurs, "not-ours");
+    let foreign = Refusal::ForeignLockFile {
+        owner_uid: env.victim.uid,
+        owner_login: Some(VICTIM.into()),
+    };
+    for r in [
+        &lock_req,
+        &Request::Unlock(target()),
+        &Request::Touch(target()),
+    ] {
+        assert_refused(env, &env.caller, r, foreign.clone(), "foreign-lock-file");
     }
     assert_eq!(env.snapshot(), before);
 
@@ -775,8 +778,7 @@ fn victims_lock_is_untouchable(env: &Env) {
     bye(v);
     let victim_lock = Path::new(SPOOL).join(format!("{VICTIM}.lock"));
     assert!(victim_lock.exists());
-    // A lock at the caller's name that the caller does not own (say, a
-    // delivery agent's, running as another user).
+    // A lock at the caller's name that another user owns.
     fs::copy(&victim_lock, env.lock_path()).unwrap();
     chown(env.lock_path(), Some(env.victim.uid), Some(env.mail_gid)).unwrap();
     set_mode(&env.lock_path(), 0o644);
@@ -794,17 +796,26 @@ fn victims_lock_is_untouchable(env: &Env) {
             "not-your-mailbox",
         );
     }
+    // Not the caller's lock, nor root's: refused, saying whose it is.
+    let foreign = Refusal::ForeignLockFile {
+        owner_uid: env.victim.uid,
+        owner_login: Some(VICTIM.into()),
+    };
+    for r in [
+        Request::Unlock(target()),
+        Request::Touch(target()),
+        session_lock(),
+        Request::Check(target()),
+    ] {
+        assert_refused(env, &env.caller, &r, foreign.clone(), "foreign-lock-file");
+    }
+    // Owned by root (a root-run delivery agent's lock): a lock, waited for
+    // and broken when stale, but not the caller's to unlock or touch by
+    // name.
+    chown(env.lock_path(), Some(0), Some(env.mail_gid)).unwrap();
     for r in [Request::Unlock(target()), Request::Touch(target())] {
         assert_refused(env, &env.caller, &r, Refusal::NotOurs, "not-ours");
     }
-    let before = env.snapshot();
-    let (mut c, _) = Client::open(env, &env.caller);
-    assert!(matches!(
-        expect_error(c.call(&session_lock())),
-        Refusal::Busy { .. }
-    ));
-    bye(c);
-    assert_eq!(env.snapshot(), before);
 }
 
 fn malformed_frames(env: &Env) {
@@ -1250,24 +1261,6 @@ fn sweeps_only_dead_temporaries_of_the_caller(env: &Env) {
     assert!(dead_theirs.exists() && live_mine.exists() && other_host.exists());
     env.wait_log(mark, &["mail.info", "op=break-stale", "result=removed"]);
     env.wait_log(mark, &["mail.info", "op=cleanup", "result=removed"]);
-}
-
-/// The host name as temporary file names carry it (at most 32 bytes,
-/// unusual bytes replaced).
-fn hostname32() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .bytes()
-        .take(32)
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
-                b as char
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn log_injection(env: &Env) {

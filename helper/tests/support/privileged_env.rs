@@ -11,7 +11,8 @@
 //!   extra (good and deliberately unsafe) spools under the scratch dir;
 //! - a tmpfs scratch dir (`/run/spoollock-tests.PID`, mounted without
 //!   `nosuid`) with the helper installed `root:mail 2755`, a copy without
-//!   the setgid bit, and the extra spools;
+//!   the setgid bit, and the extra spools (one of them a ramfs, where the
+//!   helper works as on NFS: named temporary files);
 //! - a tmpfs over `/dev` with the few device nodes needed and a private
 //!   `/dev/log`, served by an `rsyslogd` started here with its own
 //!   configuration ([`Syslog`]) that writes `mail` and `authpriv` to a file
@@ -269,6 +270,21 @@ impl Env {
         make_dir(&spools.join("userdir"), caller.uid, caller.gid, 0o755);
         make_dir(&spools.join("userdir/spool"), 0, mail_gid, 0o2775);
         symlink(SPOOL, spools.join("link")).unwrap();
+        // A good spool on a file system the lockfile crate does not know
+        // for local (ramfs): named temporary files and identity checks
+        // through a fresh open, as on NFS.
+        let ramfs = spools.join("ramfs");
+        fs::create_dir_all(&ramfs).unwrap();
+        mount(
+            Some("ramfs"),
+            &ramfs,
+            Some("ramfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount ramfs");
+        chown(&ramfs, Some(0), Some(mail_gid)).unwrap();
+        set_mode(&ramfs, 0o2775);
 
         // The configuration file, at the helper's built-in path.
         if !Path::new(CONFIG_DIR).exists() {
@@ -280,6 +296,7 @@ impl Env {
         let mut conf = String::from("# spoollock privileged tests\n");
         for s in [
             "good",
+            "ramfs",
             "world",
             "userowned",
             "rootgroup",
@@ -400,9 +417,13 @@ impl Env {
 
     // -- the spool ----------------------------------------------------------
 
-    /// Empty the spool and give both users a mailbox.
+    /// Empty the spools and give both users a mailbox in `/var/mail`.
     pub fn reset(&self) {
-        for dir in [PathBuf::from(SPOOL), self.spools().join("good")] {
+        for dir in [
+            PathBuf::from(SPOOL),
+            self.spools().join("good"),
+            self.spools().join("ramfs"),
+        ] {
             for entry in fs::read_dir(&dir).unwrap() {
                 let p = entry.unwrap().path();
                 if p.is_dir() && !p.is_symlink() {
@@ -883,4 +904,111 @@ pub fn bounded_output(cmd: &mut Command) -> std::process::Output {
     child
         .wait_with_output()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
+// ---------------------------------------------------------------------------
+// Files planted in the spool, processes, records
+
+/// The host name as temporary file names carry it (at most 32 bytes,
+/// unusual bytes replaced).
+pub fn hostname32() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .bytes()
+        .take(32)
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_') {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Put a file `name` in the spool as `uid` (group mail) with `content`,
+/// `mode`, and an mtime `age` in the past.
+pub fn plant(env: &Env, name: &str, uid: u32, content: &[u8], mode: u32, age: Duration) -> PathBuf {
+    let p = Path::new(SPOOL).join(name);
+    fs::write(&p, content).unwrap();
+    chown(&p, Some(uid), Some(env.mail_gid)).unwrap();
+    set_mode(&p, mode);
+    fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - age)
+        .unwrap();
+    p
+}
+
+/// A pid that named a process a moment ago and names none now.
+pub fn dead_pid() -> u32 {
+    let mut child = Command::new("/bin/true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// What spoollock writes into a lock for `pid` on this host in this boot:
+/// a lock of a dead `pid` is stale at once (its holder is gone).
+pub fn lock_content(pid: u32) -> Vec<u8> {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    format!("{pid}\nhost={}\nboot={}\n", host.trim(), boot.trim()).into_bytes()
+}
+
+/// The name of a named temporary file (`.lk<pid>.<random>.<host>`) of
+/// process `pid`, with `suffix` (`""` or `.stale`).
+pub fn temp_name_of(pid: u32, random: u64, suffix: &str) -> String {
+    let mut name = format!(".lk{pid:x}.{random:016x}.{}{suffix}", hostname32());
+    name.truncate(64);
+    name
+}
+
+/// Wait (bounded) for a child to exit.
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {} did not exit",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The names in the spool that are not the two test users' mailboxes.
+pub fn spool_extras() -> Vec<String> {
+    extras_in(Path::new(SPOOL))
+}
+
+/// The names in `dir` that are not the two test users' mailboxes.
+pub fn extras_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != CALLER && n != VICTIM)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Read one reply, waiting at most `PATIENCE` for it.
+pub fn read_within(c: &mut Client) -> Reply {
+    use std::os::fd::AsFd;
+    let out = c.stdout.as_ref().unwrap();
+    let mut fds = [nix::poll::PollFd::new(
+        out.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ms = u16::try_from(PATIENCE.as_millis()).unwrap_or(u16::MAX);
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap();
+    assert!(ready > 0, "no reply from the helper within {PATIENCE:?}");
+    c.read()
 }

@@ -25,7 +25,8 @@
 //!   stream predicts (a session that goes over its limits answers its last
 //!   request with `SessionLimit` and ends, the counts matching the replies);
 //! - every grant, release and refusal has its audit record, each one line
-//!   of printable ASCII;
+//!   of printable ASCII, and every grant and release its record of intent
+//!   before it;
 //! - afterwards the spool holds nothing new but a detached lock that was
 //!   granted: no temporary file, no other name; the other user's files and
 //!   temporary file, the mailbox, and a directory or symlink planted at the
@@ -684,6 +685,17 @@ pub fn run_case(spool: &Spool, data: &[u8]) -> Replies {
         count(&[Class::Release]) >= of(|r| matches!(r, Reply::Unlocked)),
         "releases audited"
     );
+    assert!(
+        count(&[Class::Intent]) >= of(|r| matches!(r, Reply::Locked(_) | Reply::Unlocked)),
+        "every grant and release announced first"
+    );
+    let position = |needle: &str| records.iter().position(|(_, t)| t.contains(needle));
+    if let Some(grant) = position("op=lock result=granted") {
+        assert!(
+            position("op=lock result=intent").is_some_and(|intent| intent < grant),
+            "the first grant follows its intent"
+        );
+    }
     assert!(
         count(&[Class::Refusal, Class::Failure]) >= of(|r| matches!(r, Reply::Error(_))),
         "refusals audited"
