@@ -662,26 +662,26 @@ impl Session {
     }
 
     /// Remove the caller's dead temporary files from spool `index`, each
-    /// announced by a record of intent (none sent: the sweep stops), with
-    /// an audit record for each removed and each that could not be.
+    /// announced by a record of intent (none sent: the sweep stops) and
+    /// followed by its outcome; what could not even be looked at is
+    /// recorded as failed.
     fn sweep(&self, index: usize, dir: &LockDir) {
         let uid = self.caller().uid.as_raw();
-        let spool = || ("spool", self.spools[index].clone());
-        let swept = sweep::sweep(dir, uid, &*self.privilege, &mut |name: &str| {
-            intend(
-                &self.audit,
-                "cleanup",
-                &[spool(), ("name", name.to_owned())],
-            )
+        let spool = self.spools[index].clone();
+        sweep::sweep(dir, uid, &*self.privilege, &mut |name: &str, step| {
+            let mut fields = vec![("spool", spool.clone()), ("name", name.to_owned())];
+            let (class, result) = match step {
+                sweep::Step::Intent => return intend(&self.audit, "cleanup", &fields),
+                sweep::Step::Removed => (Class::Release, "removed"),
+                sweep::Step::Vanished => (Class::Release, "vanished"),
+                sweep::Step::Failed(errno) | sweep::Step::Unlisted(errno) => {
+                    fields.push(("error", errno.desc().into()));
+                    (Class::Failure, "failed")
+                }
+            };
+            record(&self.audit, class, "cleanup", result, &fields);
+            true
         });
-        for name in swept.removed {
-            let fields = vec![spool(), ("name", name)];
-            record(&self.audit, Class::Release, "cleanup", "removed", &fields);
-        }
-        for (name, errno) in swept.failed {
-            let fields = vec![spool(), ("name", name), ("error", errno.desc().into())];
-            record(&self.audit, Class::Failure, "cleanup", "failed", &fields);
-        }
     }
 
     fn touch(

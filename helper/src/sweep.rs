@@ -60,29 +60,56 @@ pub fn temp_owner(name: &str, host: &str) -> Option<u32> {
 }
 
 /// What a sweep did: the names removed, and those it should have removed
-/// but could not (with why; `.` when the spool could not be listed; no
-/// errno when the removal could not be announced).
+/// but could not (with why; `.` when the spool could not be listed;
+/// `ECANCELED` when the removal could not be announced).
 #[derive(Debug, Default)]
 pub struct Swept {
     pub removed: Vec<String>,
     pub failed: Vec<(String, Errno)>,
 }
 
-/// Remove the caller's dead temporary files from `dir`. `intend(name)` is
-/// asked before each removal; false stops the sweep (reported as failed
-/// with `ECANCELED`).
+/// One step of a sweep, as its journal hears of it, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The file is about to be removed. The journal answers whether the
+    /// removal was announced; if not, the sweep stops there.
+    Intent,
+    /// It was removed.
+    Removed,
+    /// It was gone when the removal came (another session of the caller
+    /// swept it).
+    Vanished,
+    /// Its removal failed.
+    Failed(Errno),
+    /// The spool (name `.`) or the file could not be looked at; nothing
+    /// was attempted.
+    Unlisted(Errno),
+}
+
+/// Remove the caller's dead temporary files from `dir`, telling `journal`
+/// of each step as it happens (`journal(name, Step::Intent)` must say true
+/// before each removal).
 pub fn sweep(
     dir: &LockDir,
     caller_uid: u32,
     privilege: &dyn Privilege,
-    intend: &mut dyn FnMut(&str) -> bool,
+    journal: &mut dyn FnMut(&str, Step) -> bool,
 ) -> Swept {
     let mut swept = Swept::default();
+    fn unlisted(
+        journal: &mut dyn FnMut(&str, Step) -> bool,
+        swept: &mut Swept,
+        name: &str,
+        errno: Errno,
+    ) {
+        journal(name, Step::Unlisted(errno));
+        swept.failed.push((name.to_owned(), errno));
+    }
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let mut listing = match Dir::openat(dir, ".", flags, Mode::empty()) {
         Ok(listing) => listing,
         Err(errno) => {
-            swept.failed.push((".".into(), errno));
+            unlisted(journal, &mut swept, ".", errno);
             return swept;
         }
     };
@@ -93,7 +120,7 @@ pub fn sweep(
         let entry = match entry {
             Ok(entry) => entry,
             Err(errno) => {
-                swept.failed.push((".".into(), errno));
+                unlisted(journal, &mut swept, ".", errno);
                 break;
             }
         };
@@ -113,7 +140,7 @@ pub fn sweep(
             // Gone meanwhile (another session of the caller swept it).
             Err(Errno::ENOENT) => continue,
             Err(errno) => {
-                swept.failed.push((name, errno));
+                unlisted(journal, &mut swept, &name, errno);
                 continue;
             }
         };
@@ -123,18 +150,24 @@ pub fn sweep(
         if process_state(pid) != ProcState::Gone {
             continue;
         }
-        if !intend(&name) {
+        if !journal(&name, Step::Intent) {
             swept.failed.push((name, Errno::ECANCELED));
             break;
         }
         // The lockfile crate's bracket: lowered again on every way out,
         // including a raise that failed half-way.
-        match with_raised(Some(privilege), || {
+        let step = match with_raised(Some(privilege), || {
             unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir)
         }) {
-            Ok(()) => swept.removed.push(name),
-            Err(Errno::ENOENT) => {}
-            Err(errno) => swept.failed.push((name, errno)),
+            Ok(()) => Step::Removed,
+            Err(Errno::ENOENT) => Step::Vanished,
+            Err(errno) => Step::Failed(errno),
+        };
+        journal(&name, step);
+        match step {
+            Step::Removed => swept.removed.push(name),
+            Step::Failed(errno) => swept.failed.push((name, errno)),
+            _ => {}
         }
     }
     swept
@@ -217,27 +250,38 @@ mod tests {
         let uid = nix::unistd::getuid().as_raw();
         let lock_dir = LockDir::open(&dir).unwrap();
 
-        let mut announced = Vec::new();
-        let swept = sweep(&lock_dir, uid, &Unraisable, &mut |n: &str| {
-            announced.push(n.to_owned());
+        let mut heard = Vec::new();
+        let swept = sweep(&lock_dir, uid, &Unraisable, &mut |n: &str, step| {
+            heard.push((n.to_owned(), step));
             true
         });
         assert!(swept.removed.is_empty());
         assert_eq!(swept.failed, vec![(name.clone(), Errno::EPERM)]);
         assert!(dir.join(&name).exists());
         assert_eq!(
-            announced,
-            vec![name.clone()],
-            "announced before the attempt"
+            heard,
+            vec![
+                (name.clone(), Step::Intent),
+                (name.clone(), Step::Failed(Errno::EPERM))
+            ],
+            "announced before the attempt, its outcome after"
         );
 
         // Not announced: not removed.
-        let swept = sweep(&lock_dir, uid, &Unprivileged, &mut |_: &str| false);
+        let swept = sweep(&lock_dir, uid, &Unprivileged, &mut |_: &str, _| false);
         assert!(swept.removed.is_empty());
         assert_eq!(swept.failed, vec![(name.clone(), Errno::ECANCELED)]);
         assert!(dir.join(&name).exists());
 
-        let swept = sweep(&lock_dir, uid, &Unprivileged, &mut |_: &str| true);
+        let mut heard = Vec::new();
+        let swept = sweep(&lock_dir, uid, &Unprivileged, &mut |n: &str, step| {
+            heard.push((n.to_owned(), step));
+            true
+        });
+        assert_eq!(
+            heard,
+            vec![(name.clone(), Step::Intent), (name.clone(), Step::Removed)]
+        );
         assert_eq!(swept.removed, vec![name.clone()]);
         assert!(swept.failed.is_empty());
         assert!(!dir.join(&name).exists());
