@@ -18,6 +18,10 @@
 //! - a dead temporary file of the caller's removed: `op=cleanup
 //!   result=intent name=THAT_FILE`.
 //!
+//! And with the syslog daemon gone after the helper started (so no record
+//! of intent can be sent), the helper changes nothing: no stale lock is
+//! broken, no lock taken, a held lock is not released.
+//!
 //! Run as root: `cargo test -p spoollock-helper --test intent`.
 
 #[path = "support/kill_points.rs"]
@@ -31,7 +35,7 @@ use std::time::{Duration, Instant};
 use kill_points::{Change, KillAt, Killer};
 use nix::sys::inotify::AddWatchFlags;
 use spoollock_protocol::codec::encode;
-use spoollock_protocol::{Hello, LockMode, Request, WaitSpec};
+use spoollock_protocol::{Hello, LockMode, Refusal, Request, WaitSpec};
 use support::*;
 
 /// A scenario: what is planted first (returns the names of planted dead
@@ -210,10 +214,74 @@ fn kill_at_every_change(env: &Env) {
     killer.stop();
 }
 
+/// With the syslog daemon gone after the helper started, no record of
+/// intent can be sent: the helper changes nothing (no stale lock broken,
+/// no lock taken, a held lock not released) and says why.
+fn no_change_without_its_record(env: &Env) {
+    env.reset();
+    plant(
+        env,
+        &format!("{CALLER}.lock"),
+        env.caller.uid,
+        &lock_content(dead_pid()),
+        0o644,
+        Duration::ZERO,
+    );
+    let before = env.snapshot();
+    let (mut c, _) = Client::open(env, &env.caller);
+    env.stop_syslog();
+    let refused = expect_error(c.call(&session_lock()));
+    env.start_syslog();
+    assert_eq!(refused, Refusal::AuditUnavailable);
+    assert_eq!(
+        env.snapshot(),
+        before,
+        "the stale lock was broken or replaced"
+    );
+    let (status, _) = bye(c);
+    assert!(status.success());
+
+    env.reset();
+    let (mut c, _) = Client::open(env, &env.caller);
+    expect_locked(c.call(&session_lock()));
+    let held = env.snapshot();
+    env.stop_syslog();
+    let refused = expect_error(c.call(&Request::Unlock(target())));
+    // The session ends without its audit trail: the lock stays, naming the
+    // helper, which is gone once the session is over.
+    let pid = c.pid();
+    let (status, _) = bye(c);
+    env.start_syslog();
+    assert_eq!(refused, Refusal::AuditUnavailable);
+    assert!(status.success());
+    assert_eq!(
+        env.snapshot(),
+        held,
+        "the lock was released without a record"
+    );
+    assert_eq!(first_line(&env.lock_path()), pid.to_string());
+    // The next locker breaks it, announced.
+    let mark = env.log_mark();
+    let (mut next, _) = Client::open(env, &env.caller);
+    expect_locked(next.call(&session_lock()));
+    bye(next);
+    env.wait_log(
+        mark,
+        &[
+            "op=break-stale",
+            "result=intent",
+            &format!("holder_pid={pid}"),
+        ],
+    );
+}
+
 fn main() {
     run_scenarios(
         "intent record tests",
-        &[("kill_at_every_change", kill_at_every_change)],
+        &[
+            ("kill_at_every_change", kill_at_every_change),
+            ("no_change_without_its_record", no_change_without_its_record),
+        ],
         Env::setup,
     );
 }

@@ -74,7 +74,9 @@ pub struct Env {
     pub victim: Ids,
     pub mail_gid: u32,
     pub log: PathBuf,
-    pub rsyslogd: Option<Child>,
+    pub rsyslogd: std::sync::Mutex<Option<Child>>,
+    /// How to start it again (see [`Env::start_syslog`]).
+    pub rsyslog_command: (PathBuf, PathBuf, PathBuf),
     pub tools: Tools,
 }
 
@@ -192,7 +194,7 @@ impl Env {
             sh: which("sh", "dash"),
         };
         let rsyslogd = which("rsyslogd", "rsyslog");
-        let logger = which("logger", "bsdutils");
+        which("logger", "bsdutils"); // start_syslog needs it
         let caller = ensure_user(CALLER);
         let victim = ensure_user(VICTIM);
         let mail_gid = Group::from_name("mail")
@@ -335,17 +337,6 @@ impl Env {
             ),
         )
         .unwrap();
-        let daemon = Command::new(rsyslogd)
-            .arg("-n")
-            .arg("-f")
-            .arg(&rsyslog_conf)
-            .arg("-i")
-            .arg(syslog.join("rsyslogd.pid"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start rsyslogd");
         let mut env = Env {
             base,
             helper,
@@ -354,20 +345,11 @@ impl Env {
             victim,
             mail_gid,
             log,
-            rsyslogd: Some(daemon),
+            rsyslogd: std::sync::Mutex::new(None),
+            rsyslog_command: (rsyslogd, rsyslog_conf, syslog.join("rsyslogd.pid")),
             tools,
         };
-        let deadline = Instant::now() + PATIENCE;
-        while !Path::new("/dev/log").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "rsyslogd did not create /dev/log"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mark = env.log_mark();
-        run_ok(Command::new(logger).args(["-p", "mail.info", "-t", "sltest", "syslog-ready"]));
-        env.wait_log(mark, &["mail.info", "syslog-ready"]);
+        env.start_syslog();
         env.tools.sh = env.tools.sh.clone();
         env
     }
@@ -379,9 +361,50 @@ impl Env {
     }
 
     pub fn stop_daemon(&mut self) {
-        if let Some(mut d) = self.rsyslogd.take() {
+        self.stop_syslog();
+    }
+
+    /// Stop the syslog daemon: `/dev/log` stays, refusing connections.
+    pub fn stop_syslog(&self) {
+        let mut daemon = self.rsyslogd.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut d) = daemon.take() {
             let _ = d.kill();
             let _ = d.wait();
+        }
+    }
+
+    /// Start the syslog daemon (again) and wait until it files records.
+    pub fn start_syslog(&self) {
+        let (program, conf, pid) = &self.rsyslog_command;
+        let _ = fs::remove_file(pid);
+        let daemon = Command::new(program)
+            .arg("-n")
+            .arg("-f")
+            .arg(conf)
+            .arg("-i")
+            .arg(pid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rsyslogd");
+        *self.rsyslogd.lock().unwrap_or_else(|p| p.into_inner()) = Some(daemon);
+        let deadline = Instant::now() + PATIENCE;
+        let mark = self.log_mark();
+        loop {
+            // Until it listens and files what it hears.
+            let _ = Command::new(which("logger", "bsdutils"))
+                .args(["-p", "mail.info", "-t", "sltest", "syslog-ready"])
+                .status();
+            std::thread::sleep(Duration::from_millis(20));
+            if self
+                .log_since(mark)
+                .lines()
+                .any(|l| l.contains("mail.info") && l.contains("syslog-ready"))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "rsyslogd does not file records");
         }
     }
 
