@@ -1672,13 +1672,18 @@ fn measure_client(args: &[String]) {
     show("exec floor: `true` installed the same way", f);
     show("helper as the library drives it (2 round trips)", lib);
 
-    // 2. Repeated lock/release in one session.
+    // 2. Repeated lock/release in one session. A session grants at most
+    // MAX_GRANTED_PER_SESSION locks, so the cycles run in sessions of
+    // that many; starting a session is not timed here (see 1.).
     let in_session = |label: &str| {
         let (cycles, warmup) = (5000, 500);
-        let (mut child, mut input, mut output) = spawn_piped(helper);
-        write_frame(&mut input, &Hello::current()).unwrap();
-        let _: Welcome = read_frame(&mut output).unwrap();
-        assert!(matches!(read_frame(&mut output).unwrap(), Reply::Ready(_)));
+        let start = || {
+            let (child, mut input, mut output) = spawn_piped(helper);
+            write_frame(&mut input, &Hello::current()).unwrap();
+            let _: Welcome = read_frame(&mut output).unwrap();
+            assert!(matches!(read_frame(&mut output).unwrap(), Reply::Ready(_)));
+            (child, input, output)
+        };
         let (lock, unlock, touch) = (
             encode(&session_lock()).unwrap(),
             encode(&Request::Unlock(target())).unwrap(),
@@ -1688,41 +1693,46 @@ fn measure_client(args: &[String]) {
             encode(&Reply::Unlocked).unwrap()[PREFIX_LEN..].to_vec(),
             encode(&Reply::Touched).unwrap()[PREFIX_LEN..].to_vec(),
         );
-        // The first Locked reply is decoded; later ones must be the same bytes.
+        let per_session = spoollock_protocol::limits::MAX_GRANTED_PER_SESSION as usize;
         let mut buf = Vec::with_capacity(MAX_FRAME);
-        input.write_all(&lock).unwrap();
-        read_raw(&mut output, &mut buf);
-        let locked = buf.clone();
-        assert!(matches!(
-            spoollock_protocol::codec::decode::<Reply>(&locked),
-            Ok(Reply::Locked(_))
-        ));
-        input.write_all(&unlock).unwrap();
-        read_raw(&mut output, &mut buf);
-        assert_eq!(buf, unlocked);
-
         let mut times = Vec::with_capacity(cycles);
-        let mut cpu = None;
-        for i in 0..warmup + cycles {
-            if i == warmup {
-                cpu = cpu_time(child.id());
+        let mut cpu_total = Some(Duration::ZERO);
+        let mut done = 0;
+        while done < warmup + cycles {
+            let (mut child, mut input, mut output) = start();
+            let before = cpu_time(child.id());
+            let mut timed = 0u32;
+            for _ in 0..per_session.min(warmup + cycles - done) {
+                let t = Instant::now();
+                input.write_all(&lock).unwrap();
+                read_raw(&mut output, &mut buf);
+                let ok = matches!(
+                    spoollock_protocol::codec::decode::<Reply>(&buf),
+                    Ok(Reply::Locked(_))
+                );
+                input.write_all(&unlock).unwrap();
+                read_raw(&mut output, &mut buf);
+                let elapsed = t.elapsed();
+                assert!(ok && buf == unlocked, "unexpected reply");
+                if done >= warmup {
+                    times.push(elapsed);
+                    timed += 1;
+                }
+                done += 1;
             }
-            let t = Instant::now();
-            input.write_all(&lock).unwrap();
-            read_raw(&mut output, &mut buf);
-            let ok = buf == locked;
-            input.write_all(&unlock).unwrap();
-            read_raw(&mut output, &mut buf);
-            let elapsed = t.elapsed();
-            assert!(ok && buf == unlocked, "unexpected reply");
-            if i >= warmup {
-                times.push(elapsed);
-            }
+            // Helper CPU per cycle, from the sessions' own counters (the
+            // session start is in there too, spread over its cycles).
+            cpu_total = match (cpu_total, before, cpu_time(child.id())) {
+                (Some(total), Some(a), Some(b)) if timed > 0 => Some(total + (b - a)),
+                (total, _, _) if timed == 0 => total,
+                _ => None,
+            };
+            drop(input);
+            assert!(child.wait().unwrap().success());
         }
-        let cpu = cpu
-            .zip(cpu_time(child.id()))
-            .map(|(a, b)| (b - a) / cycles as u32);
+        let cpu = cpu_total.map(|total| total / cycles as u32);
 
+        let (mut child, mut input, mut output) = start();
         input.write_all(&lock).unwrap();
         read_raw(&mut output, &mut buf);
         let mut touches = Vec::with_capacity(cycles);
@@ -1760,7 +1770,7 @@ fn measure_client(args: &[String]) {
 
         println!("lock + release in one session{label}, median of {cycles} cycles (p10 .. p90):");
         show(
-            "lock, then release (two round trips, two audit records)",
+            "lock, then release (two round trips, four audit records)",
             times,
         );
         let cpu = cpu.map_or_else(|| "n/a".into(), micros);
