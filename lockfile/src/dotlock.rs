@@ -32,7 +32,7 @@ use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, 
 use crate::error::{LockError, Op, Result};
 use crate::host::{content_as, PidMode};
 use crate::stale::{
-    break_with, inspect, judge, open_lock, put_back, Broke, Existing, Journal, Mover, StaleReason,
+    break_with, inspect, judge_trusting, open_lock, put_back, Broke, Existing, Journal, Mover, StaleReason,
 };
 use crate::tempfile::{temp_name, TempFile};
 use crate::wait::{Backoff, Wait, Waiter};
@@ -143,6 +143,11 @@ pub struct Options {
     pub aside: Option<OsString>,
     /// Told before and after each break (see [`Journal`]).
     pub journal: Option<Arc<dyn Journal>>,
+    /// Judge a lock that names a pid and no host by that pid on this host
+    /// (see [`crate::stale::judge_trusting`]): liblockfile's `L_PID`.
+    /// Default `false`: such a lock may come from another NFS client, and
+    /// only its age can make it stale.
+    pub bare_pids_are_local: bool,
 }
 
 impl Default for Options {
@@ -159,6 +164,7 @@ impl Default for Options {
             owners: Owners::Any,
             aside: None,
             journal: None,
+            bare_pids_are_local: false,
         }
     }
 }
@@ -177,6 +183,7 @@ impl std::fmt::Debug for Options {
             .field("owners", &self.owners)
             .field("aside", &self.aside)
             .field("journal", &self.journal.is_some())
+            .field("bare_pids_are_local", &self.bare_pids_are_local)
             .finish()
     }
 }
@@ -293,11 +300,12 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
         };
         vanished = 0;
         opts.owners.admit(&existing)?;
-        if let Some(reason) = judge(
+        if let Some(reason) = judge_trusting(
             &existing.content,
             existing.version.mtime,
             fs_now,
             opts.stale_age,
+            opts.bare_pids_are_local,
         ) {
             opts.owners.may_break(&existing)?;
             let aside = opts.aside_for(me);
@@ -341,11 +349,12 @@ pub fn check(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<LockState> {
     let fs_now = fs_now(dir, opts).unwrap_or_else(|_| SystemTime::now());
     let holder = existing.holder();
     Ok(
-        match judge(
+        match judge_trusting(
             &existing.content,
             existing.version.mtime,
             fs_now,
             opts.stale_age,
+            opts.bare_pids_are_local,
         ) {
             Some(reason) => {
                 // Not stale for us if we would not break it.

@@ -199,11 +199,29 @@ pub fn judge(
     fs_now: SystemTime,
     stale_age: Duration,
 ) -> Option<StaleReason> {
+    judge_trusting(content, mtime, fs_now, stale_age, false)
+}
+
+/// [`judge`], and when `bare_pids_are_local` also by the pid of a lock that
+/// names no host (a bare `<pid>`, as liblockfile and procmail write): the
+/// caller promises that every lock in this directory is made on this host,
+/// which is what liblockfile's `L_PID`/`L_PPID` flags mean
+/// (lockfile_create(3): "useful only for lockfiles on local filesystems").
+/// Such a lock is stale when its process is gone; a live pid is trusted
+/// as the holder (no start time to tell a reused pid).
+pub fn judge_trusting(
+    content: &LockContent,
+    mtime: SystemTime,
+    fs_now: SystemTime,
+    stale_age: Duration,
+    bare_pids_are_local: bool,
+) -> Option<StaleReason> {
     let local = local_host();
     let same_boot = content.host.as_deref() == Some(local.host.as_str())
         && content.boot.is_some()
         && content.boot == local.boot;
-    if let (true, Some(pid)) = (same_boot, content.pid) {
+    let bare_local = bare_pids_are_local && content.host.is_none() && content.boot.is_none();
+    if let (true, Some(pid)) = (same_boot || bare_local, content.pid) {
         match process_state(pid) {
             ProcState::Gone => return Some(StaleReason::DeadProcess),
             ProcState::Alive { start: Some(now) } if content.start.is_some_and(|s| s != now) => {

@@ -154,6 +154,54 @@ fn other_tools_locks_are_judged_by_age() {
     acquire(&dir, name(), &short).unwrap().release().unwrap();
 }
 
+/// liblockfile's `L_PID` promise (every lock here is made on this host):
+/// a fresh bare-pid lock whose process is gone is stale at once; one whose
+/// process lives is held; a lock naming another host, or no pid, is still
+/// judged by its age alone. Without the promise, by age alone.
+#[test]
+fn bare_pids_are_judged_by_their_process_only_when_promised_local() {
+    let scratch = Scratch::new("barepid");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    let local = Options {
+        bare_pids_are_local: true,
+        ..no_wait()
+    };
+    let mut child = Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+
+    plant(&scratch, format!("{dead}\n").as_bytes(), 5);
+    assert!(matches!(
+        check(&dir, name(), &no_wait()).unwrap(),
+        LockState::Held(_)
+    ));
+    assert!(acquire(&dir, name(), &no_wait()).unwrap_err().is_busy());
+    assert!(matches!(
+        check(&dir, name(), &local).unwrap(),
+        LockState::Stale(_, StaleReason::DeadProcess)
+    ));
+    acquire(&dir, name(), &local).unwrap().release().unwrap();
+
+    let me = std::process::id();
+    for content in [
+        format!("{me}\n"),
+        format!("{dead}:elsewhere.example"),
+        format!("{dead}\nhost=elsewhere.example\nboot=abc\n"),
+        "0\n".to_string(),
+    ] {
+        plant(&scratch, content.as_bytes(), 5);
+        assert!(
+            matches!(check(&dir, name(), &local).unwrap(), LockState::Held(_)),
+            "{content:?}"
+        );
+        assert!(
+            acquire(&dir, name(), &local).unwrap_err().is_busy(),
+            "{content:?}"
+        );
+    }
+    assert_no_temp_files(scratch.path());
+}
+
 #[test]
 fn a_lock_from_the_future_is_not_stale() {
     // The server's clock is ahead of ours, or it was touched by hand: the
