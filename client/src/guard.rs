@@ -31,6 +31,12 @@ pub struct LockOptions {
     pub pid_mode: PidMode,
     /// Told about waits and broken stale locks (for `-v` output).
     pub observer: Option<Observer>,
+    /// Judge a lock naming a bare pid (no host) by that pid on this host:
+    /// liblockfile's `L_PID` promise that all locks here are local (see
+    /// `spoollock_lockfile::judge_trusting`). Default `false`. A lock
+    /// taken or checked through the setgid helper is judged by the helper,
+    /// which does not take this promise from a caller.
+    pub bare_pids_are_local: bool,
 }
 
 impl Default for LockOptions {
@@ -41,6 +47,7 @@ impl Default for LockOptions {
             keep_alive: Some(DEFAULT_STALE_AGE / 4),
             pid_mode: PidMode::Own,
             observer: None,
+            bare_pids_are_local: false,
         }
     }
 }
@@ -53,6 +60,7 @@ impl std::fmt::Debug for LockOptions {
             .field("keep_alive", &self.keep_alive)
             .field("pid_mode", &self.pid_mode)
             .field("observer", &self.observer.is_some())
+            .field("bare_pids_are_local", &self.bare_pids_are_local)
             .finish()
     }
 }
@@ -80,6 +88,7 @@ impl LockOptions {
             stale_age: self.stale_age,
             pid_mode: self.pid_mode,
             observer: self.observer.clone(),
+            bare_pids_are_local: self.bare_pids_are_local,
             ..Options::default()
         }
     }
@@ -268,8 +277,14 @@ fn session_of(session: &Mutex<HelperSession>) -> std::sync::MutexGuard<'_, Helpe
 }
 
 /// The state of the lock protecting `target`, without taking it.
+///
+/// The caller's own lock on a mail-group spool is judged by the helper
+/// (against the spool's clock, read from a file it may create there).
+/// Anything else is read directly: the spool is readable, and a lock the
+/// helper would refuse to take for us (another user's) or a missing
+/// helper is no reason not to say who holds it.
 pub fn lock_state(target: &LockTarget, opts: &LockOptions) -> Result<LockState> {
-    if privileged::needs_helper(&target.dir)? {
+    if privileged::needs_helper(&target.dir).unwrap_or(false) && is_own_spool_lock(target) {
         return privileged::check(target);
     }
     let dir = LockDir::open(&target.dir)?;
@@ -281,12 +296,7 @@ pub fn lock_state(target: &LockTarget, opts: &LockOptions) -> Result<LockState> 
 /// accepts only a live process or none).
 pub fn lock_detached(target: &LockTarget, opts: &LockOptions) -> Result<()> {
     if privileged::needs_helper(&target.dir)? {
-        let holder_pid = match opts.pid_mode {
-            PidMode::None => None,
-            PidMode::Own => Some(std::process::id()),
-            PidMode::Parent => u32::try_from(nix::unistd::getppid().as_raw()).ok(),
-            PidMode::Pid(pid) => Some(pid),
-        };
+        let holder_pid = crate::detached::holder_pid(opts.pid_mode);
         return privileged::lock_detached(target, opts.wait, opts.stale_age, holder_pid);
     }
     let dir = LockDir::open(&target.dir)?;
@@ -345,6 +355,11 @@ pub(crate) fn not_a_lock(target: &LockTarget, e: LockError) -> Error {
         }
         _ => Error::Lock(e),
     }
+}
+
+/// `<login>.lock`, the only lock the helper takes for the caller.
+fn is_own_spool_lock(target: &LockTarget) -> bool {
+    crate::target::login().is_ok_and(|login| target.name == *format!("{login}.lock"))
 }
 
 /// Locks made by name belong to the user who created the file.

@@ -45,14 +45,17 @@
 //! - `mangen`: `spoollock-mangen`, which renders the manual pages from the
 //!   command's definition (packaging only).
 
+mod detached;
 mod error;
 mod guard;
+pub mod liblockfile;
 mod mailbox;
 pub mod mbox;
 pub mod privileged;
 pub mod record_lock;
 mod target;
 
+pub use detached::DetachedLock;
 pub use error::{Error, LockError, Refusal, Result};
 pub use guard::{lock_detached, lock_state, touch_by_name, unlock_by_name, LockGuard, LockOptions};
 pub use mailbox::{MailboxLock, MailboxOptions, Order};

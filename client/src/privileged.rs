@@ -61,6 +61,14 @@ pub(crate) fn elevated() -> bool {
     ids_differ || secure_exec().unwrap_or(true)
 }
 
+/// True when this process runs with privileges its caller may not have
+/// (setuid, setgid, file capabilities, or ids that differ): then no
+/// environment variable may choose a file, a program or a behaviour (the
+/// helper's path, a mailbox, ...). When it cannot be told, true.
+pub fn secure_mode() -> bool {
+    elevated()
+}
+
 /// `AT_SECURE` from the auxiliary vector, read from `/proc/self/auxv`
 /// (pairs of native-endian words), so no `unsafe` `getauxval` is needed.
 fn secure_exec() -> Option<bool> {

@@ -32,7 +32,8 @@ use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, 
 use crate::error::{LockError, Op, Result};
 use crate::host::{content_as, PidMode};
 use crate::stale::{
-    break_with, inspect, judge_trusting, open_lock, put_back, Broke, Existing, Journal, Mover, StaleReason,
+    break_with, inspect, judge_trusting, open_lock, put_back, Broke, Existing, Journal, Mover,
+    StaleReason,
 };
 use crate::tempfile::{temp_name, TempFile};
 use crate::wait::{Backoff, Wait, Waiter};

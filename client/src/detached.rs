@@ -1,0 +1,201 @@
+//! A lock that outlives the process that took it, and still knows which
+//! file it made.
+//!
+//! [`lock_detached`](crate::lock_detached) creates a lock and forgets it:
+//! it is removed later by name (`spoollock unlock`, `dotlockfile -u`), and
+//! a removal by name can only check who owns the file, not whether it is
+//! still the lock this process made. A [`DetachedLock`] keeps a descriptor
+//! on the lock's inode while the process lives, so touching and releasing
+//! act on that file only: if the lock was broken as stale and someone else
+//! (even the same user) took the name, [`DetachedLock::touch`] and
+//! [`DetachedLock::release`] say [`LockError::NotOurs`] and change nothing.
+//! Dropping it leaves the lock in place, as liblockfile's `lockfile_create`
+//! does; this is what spoollock's liblockfile-compatible C library keeps
+//! for every lock a program takes.
+//!
+//! The descriptor pins the inode, so its number cannot be reused by a
+//! successor while we compare. On a spool only the mail group may write the
+//! lock is made by `spoollock-helper` under the caller's uid; we open it
+//! right after the helper's grant (a fresh lock naming a live process, or
+//! none, is not stale, so nobody may have replaced it in between), refresh
+//! it through that descriptor (our own file: no privilege needed), and ask
+//! the helper to remove it only after checking that the name still refers
+//! to it.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+use nix::sys::stat::futimens;
+use nix::sys::time::TimeSpec;
+use spoollock_lockfile::{acquire, current_id, Dotlock, FileId, LockDir, LockError, PidMode};
+
+use crate::error::{Error, Result};
+use crate::guard::LockOptions;
+use crate::privileged;
+use crate::target::LockTarget;
+
+/// A lock that stays after this process exits unless released. See the
+/// module documentation.
+#[derive(Debug)]
+pub struct DetachedLock {
+    target: LockTarget,
+    held: Option<Held>,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// Made in-process: the lock crate's own handle (its descriptor is the
+    /// lock's inode).
+    Direct(Dotlock),
+    /// Made by the setgid helper: a read-only descriptor on the lock file
+    /// it created for us, and that file's identity.
+    Helper {
+        file: File,
+        dir: LockDir,
+        id: FileId,
+    },
+}
+
+impl DetachedLock {
+    /// Take the lock `target` the way [`LockGuard::acquire_target`]
+    /// decides (in-process, or through `spoollock-helper` on a mail-group
+    /// spool), naming the process `opts.pid_mode` says; the lock is not
+    /// kept fresh and is not removed when this value is dropped.
+    ///
+    /// [`LockGuard::acquire_target`]: crate::LockGuard::acquire_target
+    pub fn acquire(target: &LockTarget, opts: &LockOptions) -> Result<DetachedLock> {
+        let held = if privileged::needs_helper(&target.dir)? {
+            privileged::lock_detached(
+                target,
+                opts.wait,
+                opts.stale_age,
+                holder_pid(opts.pid_mode),
+            )?;
+            let dir = LockDir::open(&target.dir)?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+                .open(target.path())
+                .map_err(|_| Error::Lock(LockError::NotOurs))?;
+            let meta = file.metadata()?;
+            // The helper made it under our uid; anything else at the name
+            // is not the lock we were granted.
+            if !meta.is_file() || meta.uid() != nix::unistd::getuid().as_raw() {
+                return Err(Error::Lock(LockError::NotOurs));
+            }
+            let id = FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            Held::Helper { file, dir, id }
+        } else {
+            let dir = LockDir::open(&target.dir)?;
+            Held::Direct(acquire(&dir, &target.name, &opts.lockfile_options())?)
+        };
+        Ok(DetachedLock {
+            target: target.clone(),
+            held: Some(held),
+        })
+    }
+
+    /// Which lock this is.
+    pub fn target(&self) -> &LockTarget {
+        &self.target
+    }
+
+    /// True if the lock was made by the setgid helper.
+    pub fn via_helper(&self) -> bool {
+        matches!(self.held, Some(Held::Helper { .. }))
+    }
+
+    /// True if the lock name still refers to the file we made.
+    pub fn is_held(&self) -> Result<bool> {
+        match self.held.as_ref() {
+            Some(Held::Direct(lock)) => Ok(lock.is_held()?),
+            Some(Held::Helper { dir, id, .. }) => {
+                Ok(current_id(dir, &self.target.name)? == Some(*id))
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Refresh the lock's modification time, through the descriptor of
+    /// our own file: a successor's lock is never touched. [`LockError::NotOurs`]
+    /// when the name no longer refers to it.
+    pub fn touch(&self) -> Result<()> {
+        match self.held.as_ref() {
+            Some(Held::Direct(lock)) => Ok(lock.touch()?),
+            Some(Held::Helper { file, .. }) => {
+                futimens(file.as_fd(), &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW).map_err(
+                    |errno| {
+                        Error::Lock(LockError::Io {
+                            op: spoollock_lockfile::Op::Touch,
+                            errno,
+                        })
+                    },
+                )?;
+                if self.is_held()? {
+                    Ok(())
+                } else {
+                    Err(Error::Lock(LockError::NotOurs))
+                }
+            }
+            None => Err(Error::Lock(LockError::NotOurs)),
+        }
+    }
+
+    /// Remove the lock if the name still refers to the file we made;
+    /// otherwise (removed, or broken and taken by someone else) remove
+    /// nothing and say [`LockError::NotOurs`].
+    ///
+    /// Through the helper, what remains is the moment between our check
+    /// and the helper's removal by name (which re-checks the owner and the
+    /// file it inspected): a successor would have to break our lock as
+    /// stale and take it, as the same user, inside that moment.
+    pub fn release(mut self) -> Result<()> {
+        match self.held.take() {
+            Some(Held::Direct(lock)) => Ok(lock.release()?),
+            Some(Held::Helper { file, dir, id }) => {
+                if current_id(&dir, &self.target.name)? != Some(id) {
+                    return Err(Error::Lock(LockError::NotOurs));
+                }
+                // Closed before the removal: on NFS a file still open here
+                // would be renamed to `.nfsXXXX` in the spool instead.
+                drop(file);
+                privileged::by_name(&self.target, true, false)
+            }
+            None => Err(Error::Lock(LockError::NotOurs)),
+        }
+    }
+
+    /// Leave the lock in place and forget it (what dropping does).
+    pub fn forget(mut self) {
+        self.leave();
+    }
+
+    fn leave(&mut self) {
+        if let Some(Held::Direct(lock)) = self.held.take() {
+            lock.leak();
+        }
+    }
+}
+
+impl Drop for DetachedLock {
+    /// A detached lock stays: it is removed by [`DetachedLock::release`],
+    /// by name, or judged stale (by its process, or by its age).
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// The process a detached lock names, for the helper (which accepts only
+/// a live process, or none).
+pub(crate) fn holder_pid(mode: PidMode) -> Option<u32> {
+    match mode {
+        PidMode::None => None,
+        PidMode::Own => Some(std::process::id()),
+        PidMode::Parent => u32::try_from(nix::unistd::getppid().as_raw()).ok(),
+        PidMode::Pid(pid) => Some(pid),
+    }
+}
