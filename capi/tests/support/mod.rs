@@ -1,0 +1,354 @@
+//! What the capi tests share: the two builds of the C driver (against
+//! Debian's liblockfile and against ours), scratch directories, running
+//! a program under a deadline, and what is on disk at a lock name.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// No program a test runs may take longer than this; past it, it is
+/// killed and the test fails (a hang is a failure).
+pub const DEADLINE: Duration = Duration::from_secs(120);
+
+pub const DRIVER_C: &str = include_str!("../c/driver.c");
+
+/// The directory holding our `liblockfile.so` (and `liblockfile.so.1`,
+/// the name programs ask the loader for), next to the test binary's
+/// profile directory.
+pub fn our_library() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/liblockfile.so
+    let so = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("liblockfile.so");
+    assert!(
+        so.exists(),
+        "{} is missing: cargo builds it with the tests",
+        so.display()
+    );
+    so
+}
+
+/// A directory with `liblockfile.so` and `liblockfile.so.1` naming our
+/// library, for `-L` and the run path of programs linked to it.
+pub fn our_library_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capi-lib");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["liblockfile.so", "liblockfile.so.1"] {
+            let link = dir.join(name);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(our_library(), &link).unwrap();
+        }
+        dir
+    })
+    .clone()
+}
+
+/// True if `program` is on `$PATH`.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// The C compiler and Debian's liblockfile (library and headers), or a
+/// printed reason to skip.
+pub fn have_c_and_liblockfile(test: &str) -> bool {
+    let why = if !on_path("cc") {
+        Some("no C compiler (`cc`)")
+    } else if !Path::new("/usr/include/lockfile.h").exists() {
+        Some("no /usr/include/lockfile.h")
+    } else if !Command::new("cc")
+        .arg("-print-file-name=liblockfile.so")
+        .output()
+        .is_ok_and(|o| Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_absolute())
+    {
+        Some("no liblockfile.so to link with")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => {
+            eprintln!(
+                "SKIPPED {test}: {why} (apt-get install gcc libc6-dev liblockfile-dev \
+                 liblockfile-bin; scripts/test does it as root)"
+            );
+            false
+        }
+        None => true,
+    }
+}
+
+/// Which liblockfile a program is linked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lib {
+    /// Debian's, from its package.
+    Liblockfile,
+    /// spoollock-capi's.
+    Spoollock,
+}
+
+impl Lib {
+    pub const BOTH: [Lib; 2] = [Lib::Liblockfile, Lib::Spoollock];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Lib::Liblockfile => "liblockfile",
+            Lib::Spoollock => "spoollock",
+        }
+    }
+}
+
+/// Build `source` into the program `name`, linked to `lib`: with
+/// Debian's headers and library, or with capi's headers and our library
+/// (found through the program's run path, before any system copy).
+pub fn build_c(name: &str, source: &str, lib: Lib) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<(String, Lib), PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry((name.to_owned(), lib))
+        .or_insert_with(|| {
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+            let src = dir.join(format!("{name}-{}.c", std::process::id()));
+            let exe = dir.join(format!("{name}-{}", lib.name()));
+            let tmp = dir.join(format!("{name}-{}-{}", lib.name(), std::process::id()));
+            std::fs::write(&src, source).unwrap();
+            let mut cc = Command::new("cc");
+            cc.args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+                .arg(&tmp)
+                .arg(&src);
+            if lib == Lib::Spoollock {
+                let libdir = our_library_dir();
+                cc.arg(format!("-I{}/include", env!("CARGO_MANIFEST_DIR")))
+                    .arg(format!("-L{}", libdir.display()))
+                    // DT_RPATH (not RUNPATH): LD_LIBRARY_PATH cannot override it.
+                    .arg(format!(
+                        "-Wl,--disable-new-dtags,-rpath,{}",
+                        libdir.display()
+                    ));
+            }
+            cc.args(["-llockfile", "-ldl"]);
+            let out = cc.output().unwrap();
+            let _ = std::fs::remove_file(&src);
+            assert!(
+                out.status.success(),
+                "cc {name} for {}: {}",
+                lib.name(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::rename(&tmp, &exe).unwrap();
+            exe
+        })
+        .clone()
+}
+
+/// The compliance driver linked to `lib`.
+pub fn driver(lib: Lib) -> PathBuf {
+    build_c("driver", DRIVER_C, lib)
+}
+
+/// A fresh directory under /tmp, mode 0755, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "spoollock-capi-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        set_mode(&dir, 0o755);
+        Scratch(dir)
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Set `path`'s modification time `secs_ago` seconds into the past.
+pub fn age(path: &Path, secs_ago: u64) {
+    let when = SystemTime::now() - Duration::from_secs(secs_ago);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
+/// Write a lock file by hand (as another tool would), `secs_ago` old.
+pub fn plant(path: &Path, content: &str, secs_ago: u64) -> u64 {
+    std::fs::write(path, content).unwrap();
+    set_mode(path, 0o644);
+    age(path, secs_ago);
+    std::fs::metadata(path).unwrap().ino()
+}
+
+/// What is at `path`: `absent`, `dir`, `symlink`, `other`, or for a
+/// regular file `file:<first line>` (`planted:` when it is the inode
+/// `planted`), then `:fresh` or `:old` (modified in the last minute or
+/// not).
+pub fn state(path: &Path, planted: Option<u64>) -> String {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return "absent".into();
+    };
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return "dir".into();
+    }
+    if kind.is_symlink() {
+        return "symlink".into();
+    }
+    if !kind.is_file() || kind.is_fifo() {
+        return "other".into();
+    }
+    let content = std::fs::read_to_string(path).unwrap_or_default();
+    let first = content.lines().next().unwrap_or("").to_owned();
+    let origin = if Some(meta.ino()) == planted {
+        "planted"
+    } else {
+        "file"
+    };
+    let fresh = meta
+        .modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_none_or(|d| d < Duration::from_secs(60));
+    format!("{origin}:{first}:{}", if fresh { "fresh" } else { "old" })
+}
+
+/// Temporary files a library left in `dir` (`.lk*`).
+pub fn leftovers(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".lk"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Run `cmd` (stdin closed) to completion within [`DEADLINE`]; the
+/// output and how long it took. Past the deadline it is killed and the
+/// test fails.
+pub fn run(cmd: &mut Command) -> (Output, Duration) {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // Read both pipes on threads so a chatty program cannot block.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut v);
+        v
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {DEADLINE:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    // A forked child (the driver's `orphan`) may hold the pipes a moment
+    // longer; the readers end when it exits, within the deadline.
+    let stdout = join_within(out_t, start);
+    let stderr = join_within(err_t, start);
+    (
+        Output {
+            status,
+            stdout,
+            stderr,
+        },
+        elapsed,
+    )
+}
+
+fn join_within(t: std::thread::JoinHandle<Vec<u8>>, start: Instant) -> Vec<u8> {
+    while !t.is_finished() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "a program's output still open after {DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.join().unwrap()
+}
+
+/// `cmd` as the unprivileged user `nobody` when we are root; as
+/// ourselves otherwise (already unprivileged).
+pub fn as_nobody(program: &Path) -> Command {
+    if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--reset-env",
+        ])
+        .arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+pub fn describe(out: &Output) -> String {
+    format!(
+        "{}; stdout {:?}; stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A process that is gone: its pid, for locks naming a dead holder.
+pub fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
