@@ -50,36 +50,40 @@ enum Expect {
     },
 }
 
+/// What a setup made: the inode of a planted lock (for `planted:` states)
+/// and extra placeholders.
+type Setup = (Option<u64>, Vec<(&'static str, String)>);
+
 struct Case {
     name: &'static str,
     /// Prepares the directory; returns the inode of a planted lock (for
     /// `planted:` states) and extra placeholders.
-    setup: fn(&Scratch) -> (Option<u64>, Vec<(&'static str, String)>),
+    setup: fn(&Scratch) -> Setup,
     ops: &'static [&'static str],
     env: &'static [(&'static str, &'static str)],
     as_nobody: bool,
     expect: Expect,
 }
 
-fn nothing(_: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn nothing(_: &Scratch) -> Setup {
     (None, vec![])
 }
 
-fn fresh_lock(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn fresh_lock(s: &Scratch) -> Setup {
     (Some(plant(&s.join("x.lock"), "0\n", 5)), vec![])
 }
 
-fn old_lock(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn old_lock(s: &Scratch) -> Setup {
     (Some(plant(&s.join("x.lock"), "0\n", 400)), vec![])
 }
 
-fn dead_pid_lock(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn dead_pid_lock(s: &Scratch) -> Setup {
     let dead = dead_pid();
     let ino = plant(&s.join("x.lock"), &format!("{dead}\n"), 5);
     (Some(ino), vec![("dead", dead.to_string())])
 }
 
-fn live_pid_lock(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn live_pid_lock(s: &Scratch) -> Setup {
     let me = std::process::id();
     let ino = plant(&s.join("x.lock"), &format!("{me}\n"), 5);
     (Some(ino), vec![("live", me.to_string())])
@@ -87,7 +91,7 @@ fn live_pid_lock(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
 
 /// A lock in spoollock's own format, made on this host in this boot by a
 /// process that is gone.
-fn dead_spoollock_lock(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn dead_spoollock_lock(s: &Scratch) -> Setup {
     let dead = dead_pid();
     let host = nix::unistd::gethostname()
         .unwrap()
@@ -102,43 +106,43 @@ fn dead_spoollock_lock(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>
     (Some(ino), vec![("dead", dead.to_string())])
 }
 
-fn lock_dir(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn lock_dir(s: &Scratch) -> Setup {
     std::fs::create_dir(s.join("x.lock")).unwrap();
     (None, vec![])
 }
 
-fn dangling_symlink(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn dangling_symlink(s: &Scratch) -> Setup {
     std::os::unix::fs::symlink(s.join("nowhere"), s.join("x.lock")).unwrap();
     (None, vec![])
 }
 
-fn symlink_to_old_file(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn symlink_to_old_file(s: &Scratch) -> Setup {
     let ino = plant(&s.join("target"), "precious\n", 200);
     std::os::unix::fs::symlink(s.join("target"), s.join("x.lock")).unwrap();
     (Some(ino), vec![])
 }
 
 /// A directory everyone may write (not sticky), holding a lock root made.
-fn others_lock(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn others_lock(s: &Scratch) -> Setup {
     set_mode(&s.0, 0o777);
     (Some(plant(&s.join("x.lock"), "0\n", 5)), vec![])
 }
 
 /// The caller's own lock, not refreshed for 200 s (not stale yet).
-fn own_aging_lock(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn own_aging_lock(s: &Scratch) -> Setup {
     (Some(plant(&s.join("x.lock"), "0\n", 200)), vec![])
 }
 
-fn unwritable(s: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn unwritable(s: &Scratch) -> Setup {
     set_mode(&s.0, 0o555);
     (None, vec![])
 }
 
-fn long_name(_: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn long_name(_: &Scratch) -> Setup {
     (None, vec![("long", "n".repeat(300))])
 }
 
-fn long_path(_: &Scratch) -> (Option<u64>, Vec<(&'static str, String)>) {
+fn long_path(_: &Scratch) -> Setup {
     (None, vec![("deep", "d/".repeat(2100))])
 }
 
