@@ -177,6 +177,8 @@ pub fn lockfile_remove(path: &Path) -> Result<(), Errno> {
     let target = LockTarget::lock_file(path).map_err(|e| call_errno(&e))?;
     let removed = match Key::of(&target).and_then(|key| take_held(&key)) {
         Some(ours) => ours.release(),
+        // Nothing to remove: no need to ask anyone (or start the helper).
+        None if absent(path) => return Ok(()),
         None => spoollock::unlock_by_name(&target, false),
     };
     match removed {

@@ -17,17 +17,12 @@ pub const DEADLINE: Duration = Duration::from_secs(120);
 
 pub const DRIVER_C: &str = include_str!("../c/driver.c");
 
-/// The directory holding our `liblockfile.so` (and `liblockfile.so.1`,
-/// the name programs ask the loader for), next to the test binary's
-/// profile directory.
+/// Our `liblockfile.so`, as cargo built it for this test run: beside the
+/// test binary in `target/<profile>/deps` (`cargo test` does not copy it
+/// up to `target/<profile>`, where a `cargo build` puts it).
 pub fn our_library() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/liblockfile.so
-    let so = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("liblockfile.so");
+    let so = exe.parent().unwrap().join("liblockfile.so");
     assert!(
         so.exists(),
         "{} is missing: cargo builds it with the tests",
@@ -351,4 +346,153 @@ pub fn dead_pid() -> u32 {
     let pid = child.id();
     child.wait().unwrap();
     pid
+}
+
+/// A binary of another package of this workspace (`spoollock`,
+/// `spoollock-helper`), built now by cargo if needed (cargo releases its
+/// build lock while tests run), in this test's profile and target
+/// directory. Within [`DEADLINE`] times five: a first build is slow.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--quiet", "-p", package, "--bin", bin])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > DEADLINE * 5 {
+            let _ = child.kill();
+            panic!("building {bin} took longer than {:?}", DEADLINE * 5);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "cargo build -p {package} --bin {bin}: {status}"
+    );
+    let path = profile_dir.join(bin);
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// Make sure the login `name` exists (useradd, no home), for tests that
+/// run programs as an unprivileged user with a mailbox in a spool.
+pub fn ensure_user(name: &str) -> (u32, u32) {
+    if nix::unistd::User::from_name(name).unwrap().is_none() {
+        let out = Command::new("useradd")
+            .args([
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--user-group",
+                "--comment",
+                "spoollock capi test user",
+                name,
+            ])
+            .output()
+            .unwrap();
+        // Another test may have made it meanwhile.
+        assert!(
+            out.status.success() || nix::unistd::User::from_name(name).unwrap().is_some(),
+            "useradd {name}: {}",
+            describe(&out)
+        );
+    }
+    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+    (user.uid.as_raw(), user.gid.as_raw())
+}
+
+/// Every program on `$PATH`, or a printed reason to skip `test`.
+pub fn have_programs(test: &str, programs: &[&str]) -> bool {
+    match programs.iter().find(|p| !on_path(p)) {
+        Some(missing) => {
+            eprintln!(
+                "SKIPPED {test}: `{missing}` is not installed (scripts/test installs \
+                 lockfile-progs bsd-mailx liblockfile-bin rsyslog util-linux passwd as root)"
+            );
+            false
+        }
+        None => true,
+    }
+}
+
+/// The messages the mbox tests write: headers naming writer and number,
+/// and body lines that name them too; every third about 100 KB, so that
+/// `cat` needs many writes for it.
+pub fn message(writer: &str, seq: u32) -> String {
+    let lines = if seq % 3 == 1 {
+        1600
+    } else {
+        3 + seq as usize % 7
+    };
+    let mut m = format!("X-Writer: {writer}\nX-Seq: {seq}\nSubject: {writer} {seq}\n\n");
+    for k in 0..lines {
+        m.push_str(&format!(
+            "{writer} {seq} line {k:05} abcdefghijklmnopqrstuvwxyz0123456789\n"
+        ));
+    }
+    m
+}
+
+/// [`message`] as an mbox entry: `From ` line, message, blank line.
+pub fn entry(writer: &str, seq: u32) -> String {
+    format!(
+        "From {writer}@peers.test Mon Nov 23 10:00:00 2026\n{}\n",
+        message(writer, seq)
+    )
+}
+
+/// Parse `data` as an mbox of [`message`]s, strictly: each message whole
+/// and exactly as written (header fields a reader or deliverer adds are
+/// skipped). The (writer, seq) of each, in order.
+pub fn parse_mbox(data: &str) -> Result<Vec<(String, u32)>, String> {
+    if data.is_empty() {
+        return Ok(vec![]);
+    }
+    if !data.ends_with("\n\n") {
+        return Err("does not end with a blank line".into());
+    }
+    let lines: Vec<&str> = data[..data.len() - 1].split('\n').collect();
+    let starts: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("From ") && (i == 0 || lines[i - 1].is_empty()))
+        .collect();
+    if starts.first() != Some(&0) {
+        return Err("does not start with a From line".into());
+    }
+    let mut found = vec![];
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(lines.len());
+        let body: Vec<&str> = lines[start + 1..end - 1]
+            .iter()
+            .copied()
+            .filter(|l| !l.starts_with("Status: ") && !l.starts_with("X-Status: "))
+            .collect();
+        let writer = body
+            .first()
+            .and_then(|l| l.strip_prefix("X-Writer: "))
+            .ok_or_else(|| format!("message {n}: no X-Writer: {:?}", body.first()))?;
+        let seq: u32 = body
+            .get(1)
+            .and_then(|l| l.strip_prefix("X-Seq: "))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("message {n}: no X-Seq"))?;
+        let want = message(writer, seq);
+        let want: Vec<&str> = want.trim_end_matches('\n').split('\n').collect();
+        if body != want {
+            return Err(format!(
+                "message {n} ({writer} #{seq}) is damaged: {} lines, expected {}",
+                body.len(),
+                want.len()
+            ));
+        }
+        found.push((writer.to_owned(), seq));
+    }
+    Ok(found)
 }
