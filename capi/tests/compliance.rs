@@ -557,6 +557,19 @@ const CASES: &[Case] = &[
         },
     },
     Case {
+        name: "lockfile_create2 with L_INTERVAL 0 (liblockfile spins)",
+        setup: fresh_lock,
+        ops: &["create2 {d}/x.lock 3 0 0"],
+        env: &[],
+        as_nobody: false,
+        expect: Expect::Differs {
+            liblockfile: outcome(&["create2 absent"], &[("{d}/x.lock", "planted:0:fresh")]),
+            spoollock: outcome(&["create2 4 EAGAIN"], &[("{d}/x.lock", "planted:0:fresh")]),
+            why: "an interval of 0 is that many retries with spoollock's millisecond \
+                  backoff, not a busy loop",
+        },
+    },
+    Case {
         name: "lockfile_create2 with L_INTERVAL",
         setup: fresh_lock,
         ops: &["create2 {d}/x.lock 2 0 1"],
@@ -906,4 +919,28 @@ fn locks_made_by_either_library_hold_against_the_other() {
             assert!(leftovers(&dir.0).is_empty(), "{what}");
         }
     }
+}
+
+/// A NULL name is `EINVAL` (liblockfile dereferences it and crashes, so
+/// only spoollock's library is run).
+#[test]
+fn null_names_are_einval_not_a_crash() {
+    const T: &str = "null_names_are_einval_not_a_crash";
+    if !have_c_and_liblockfile(T) {
+        return;
+    }
+    let (out, _) = run(Command::new(driver(Lib::Spoollock)).arg("null"));
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "create-null 5 EINVAL",
+            "remove-null -1 EINVAL",
+            "touch-null -1 EINVAL",
+            "check-null -1 EINVAL",
+            "maillock-null 5 EINVAL"
+        ]
+    );
 }

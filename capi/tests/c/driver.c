@@ -24,6 +24,7 @@
  *                                   on once it is init's ("orphan ok"), or
  *                                   says "orphan not-init" and stops
  *   fsize0                          RLIMIT_FSIZE 0, SIGXFSZ ignored
+ *   null                            every call with a NULL name
  *   sleepms N
  *   which                           the liblockfile this process loaded
  *
@@ -162,6 +163,24 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			printf("fsize0\n");
+		} else if (strcmp(op, "null") == 0) {
+			/* Every call with NULL names (liblockfile crashes). The
+			 * result is taken before errno is read. */
+			errno = 0;
+			rc = lockfile_create(NULL, 0, 0);
+			report("create-null", rc, errno);
+			errno = 0;
+			rc = lockfile_remove(NULL);
+			report("remove-null", rc, errno);
+			errno = 0;
+			rc = lockfile_touch(NULL);
+			report("touch-null", rc, errno);
+			errno = 0;
+			rc = lockfile_check(NULL, 0);
+			report("check-null", rc, errno);
+			errno = 0;
+			rc = maillock(NULL, 0);
+			report("maillock-null", rc, errno);
 		} else if (strcmp(op, "sleepms") == 0) {
 			i = need(argc, i, 1);
 			sleep_ms(atol(argv[i]));
