@@ -295,6 +295,17 @@ fn debian_programs_run_on_spoollock_s_library_in_a_mail_group_spool() {
         .map(str::to_owned)
         .collect();
     assert_eq!(lines, ["create 0 -", "remove 0 -"]);
+    // `spoollock dotlockfile` there: lock, check, touch, unlock, and -m
+    // with a command.
+    for k in [
+        "sl_dotlockfile_lock",
+        "sl_dotlockfile_check",
+        "sl_dotlockfile_touch",
+        "sl_dotlockfile_unlock",
+        "sl_dotlockfile_command",
+    ] {
+        assert_eq!(get(k), "0", "{k}");
+    }
     assert_eq!(
         read(&s, "spool-after-progs").trim(),
         USER,

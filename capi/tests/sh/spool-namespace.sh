@@ -82,8 +82,11 @@ mount --bind "$base/liblockfile.so.1" "$system_lib" || die "bind library"
 say our_lib "$(stat -c '%d %i' "$base/liblockfile.so.1")"
 
 # Programs installed setgid mail for the tests.
-mkdir -p "$base/bin" && cp "$S/bin/maillocker" "$base/bin/" &&
-	chown root:mail "$base/bin/maillocker" && chmod 2755 "$base/bin/maillocker" || die "maillocker"
+mkdir -p "$base/bin" || die "mkdir bin"
+if [ -e "$S/bin/maillocker" ]; then
+	cp "$S/bin/maillocker" "$base/bin/" &&
+		chown root:mail "$base/bin/maillocker" && chmod 2755 "$base/bin/maillocker" || die "maillocker"
+fi
 
 home=$S/home
 mkdir -p "$home" "$S/evil" && chown "$U" "$home" "$S/evil" || die "home"
@@ -196,6 +199,13 @@ EOF
 	# ... and with standard error closed: the helper must still run.
 	as_user "$S/bin/driver" create "$box.lock" 0 0 remove "$box.lock" \
 		> "$S/driver-spool-no-stderr" 2>&-
+	# `spoollock dotlockfile` on the spool: through the helper too.
+	as_user "$SPOOLLOCK" dotlockfile -l -r 0 "$box.lock"; say sl_dotlockfile_lock $?
+	as_user "$SPOOLLOCK" dotlockfile -c "$box.lock"; say sl_dotlockfile_check $?
+	as_user "$SPOOLLOCK" dotlockfile -t "$box.lock"; say sl_dotlockfile_touch $?
+	as_user "$SPOOLLOCK" dotlockfile -u "$box.lock"; say sl_dotlockfile_unlock $?
+	as_user "$SPOOLLOCK" dotlockfile -r 0 -m -P sh -c 'test -e "/var/mail/$LOGNAME.lock"'
+	say sl_dotlockfile_command $?
 	ls -A /var/mail > "$S/spool-after-progs"
 }
 

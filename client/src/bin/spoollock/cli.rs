@@ -21,6 +21,41 @@ Exit status:
 when the message could not be delivered for a reason that may pass
 (busy, I/O error, disk full): the mailbox is then unchanged.";
 
+/// `spoollock dotlockfile --help` (the options themselves are parsed by
+/// `dotlockfile.rs`, the way dotlockfile does).
+pub const DOTLOCKFILE_HELP: &str = "\
+dotlockfile(1) on spoollock: the same command line and exit statuses.
+
+  spoollock dotlockfile [-l] [-r RETRIES] [-i INTERVAL] [-p] [-q] <-m | LOCKFILE>
+  spoollock dotlockfile [-l] [-r RETRIES] [-i INTERVAL] [-p] [-q] <-m | LOCKFILE> [-P] COMMAND ARGS...
+  spoollock dotlockfile -u | -t | -c [-p] <-m | LOCKFILE>
+
+The same when this program is run under the name `dotlockfile`.
+
+  -l   create LOCKFILE (the default); with COMMAND: hold it while COMMAND runs
+  -u   remove it          -t   refresh it          -c   exit 0 if a valid lock exists
+  -r N retries (default 5; -1: forever); spoollock waits as it always does,
+       for at most the time dotlockfile's 5, 10, ... 60 s sleeps would take
+  -i S seconds between retries instead (0: N retries with a millisecond backoff)
+  -p   the lock names the calling process (with COMMAND: this one), and pids
+       in existing locks are checked
+  -m   your own mailbox's lock (/var/mail/LOGIN.lock; $MAIL only when its file
+       name is your login, never in a setuid or setgid program)
+  -P   with COMMAND: exit with its status (128+N if killed by signal N)
+  -q   no messages
+
+Exit status: 0 success; locking: liblockfile's lockfile_create codes
+(1 name too long, 2 cannot create in the directory, 3 cannot write, 4 still
+locked after every retry, 5 other error, 7 -p and the parent is gone);
+-u/-t/-c: 1 on failure (-c: no valid lock); 1 for a bad command line.
+
+Differences from dotlockfile: the lock is made by spoollock (the helper on
+a mail-group spool, not a setgid dotlockfile); -u and -t act only on your
+own lock (root: any), never follow a symlink at the name, and -u of a lock
+that does not exist succeeds; with COMMAND the lock is refreshed every 30 s
+and, on a mail-group spool, held by a helper session that ends with this
+process.";
+
 /// Lock a mailbox (or any file) with an NFS-safe dotlock.
 #[derive(Debug, Parser)]
 #[command(name = "spoollock", version, about, after_help = EXIT_CODES)]
@@ -101,17 +136,36 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// dotlockfile(1)'s command line and exit statuses, on spoollock (also
+    /// when this program is run as `dotlockfile`).
+    #[command(
+        long_about = DOTLOCKFILE_HELP,
+        disable_help_flag = true,
+        disable_version_flag = true
+    )]
+    Dotlockfile {
+        /// dotlockfile's options, lock file and command (see above).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            num_args = 0..,
+            value_name = "ARGS"
+        )]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 impl Command {
-    pub fn common(&self) -> &Common {
+    /// The options every locking command shares (`dotlockfile` has its own).
+    pub fn common(&self) -> Option<&Common> {
         match self {
             Command::Run { common, .. }
             | Command::Deliver { common, .. }
             | Command::Lock { common, .. }
             | Command::Unlock { common, .. }
             | Command::Touch { common, .. }
-            | Command::Check { common } => common,
+            | Command::Check { common } => Some(common),
+            Command::Dotlockfile { .. } => None,
         }
     }
 }

@@ -10,6 +10,7 @@ macro_rules! report {
 }
 
 mod cli;
+mod dotlockfile;
 mod run;
 mod system;
 
@@ -163,8 +164,17 @@ fn owner_ids(spec: &str, path: &std::path::Path) -> Result<(u32, u32), Error> {
 
 fn main() -> ExitCode {
     system::ignore_file_size_signal();
+    if dotlockfile::invoked_as_dotlockfile() {
+        let args: Vec<_> = std::env::args_os().skip(1).collect();
+        return ExitCode::from(dotlockfile::main(&args));
+    }
     let cli = Cli::parse();
-    let common = cli.command.common().clone();
+    let Some(common) = cli.command.common().cloned() else {
+        if let Command::Dotlockfile { args } = &cli.command {
+            return ExitCode::from(dotlockfile::main(args));
+        }
+        unreachable!("every other command has common options");
+    };
     match dispatch(cli.command) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -194,6 +204,7 @@ fn exit_code(e: &Error) -> u8 {
 
 fn dispatch(command: Command) -> Result<u8, Error> {
     match command {
+        Command::Dotlockfile { args } => Ok(dotlockfile::main(&args)),
         Command::Run {
             common,
             locks,
