@@ -383,6 +383,21 @@ const CASES: &[Case] = &[
         )),
     },
     Case {
+        name: "a forked child removes the lock its parent made",
+        setup: nothing,
+        ops: &[
+            "create {d}/x.lock 0 0",
+            "forkremove {d}/x.lock",
+            "remove {d}/x.lock",
+        ],
+        env: &[],
+        as_nobody: false,
+        expect: Expect::Same(outcome(
+            &["create 0 -", "forkremove 0", "remove 0 -"],
+            &[("{d}/x.lock", "absent")],
+        )),
+    },
+    Case {
         name: "remove a lock of another user",
         setup: others_lock,
         ops: &["remove {d}/x.lock"],

@@ -289,6 +289,12 @@ fn debian_programs_run_on_spoollock_s_library_in_a_mail_group_spool() {
             "mailunlock"
         ]
     );
+    let lines: Vec<String> = read(&s, "driver-spool-fork")
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines, ["create 0 -", "forkremove 0", "remove 0 -"]);
     let lines: Vec<String> = read(&s, "driver-spool-no-stderr")
         .lines()
         .skip(1)

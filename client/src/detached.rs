@@ -20,7 +20,11 @@
 //! none, is not stale, so nobody may have replaced it in between), refresh
 //! it through that descriptor (our own file: no privilege needed), and ask
 //! the helper to remove it only after checking that the name still refers
-//! to it.
+//! to it. The helper session that made the lock stays open (idle) until
+//! then, so that the removal costs no second helper start; dropping the
+//! value, or the process ending, closes it and the lock stays. While it
+//! is open the helper is a child of this process: a program that waits
+//! for all its children to end would wait for it too.
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -32,8 +36,9 @@ use spoollock_lockfile::{acquire, current_id, Dotlock, FileId, LockDir, LockErro
 
 use crate::error::{Error, Result};
 use crate::guard::LockOptions;
-use crate::privileged;
+use crate::privileged::{self, HelperSession};
 use crate::target::LockTarget;
+use spoollock_protocol::LockMode;
 
 /// A lock that stays after this process exits unless released. See the
 /// module documentation.
@@ -49,11 +54,16 @@ enum Held {
     /// lock's inode).
     Direct(Dotlock),
     /// Made by the setgid helper: a read-only descriptor on the lock file
-    /// it created for us, and that file's identity.
+    /// it created for us, and that file's identity; and the helper session
+    /// that made it, kept so that the removal needs no second helper. It
+    /// is the taker's only: a forked child has a copy of it, which it
+    /// neither uses nor ends.
     Helper {
         file: File,
         dir: LockDir,
         id: FileId,
+        session: Option<HelperSession>,
+        taker: u32,
     },
 }
 
@@ -66,11 +76,13 @@ impl DetachedLock {
     /// [`LockGuard::acquire_target`]: crate::LockGuard::acquire_target
     pub fn acquire(target: &LockTarget, opts: &LockOptions) -> Result<DetachedLock> {
         let held = if privileged::needs_helper(&target.dir)? {
-            privileged::lock_detached(
+            let session = HelperSession::lock(
                 target,
                 opts.wait,
                 opts.stale_age,
-                holder_pid(opts.pid_mode),
+                LockMode::Detached {
+                    holder_pid: holder_pid(opts.pid_mode),
+                },
             )?;
             let dir = LockDir::open(&target.dir)?;
             let file = std::fs::OpenOptions::new()
@@ -88,7 +100,13 @@ impl DetachedLock {
                 dev: meta.dev(),
                 ino: meta.ino(),
             };
-            Held::Helper { file, dir, id }
+            Held::Helper {
+                file,
+                dir,
+                id,
+                session: Some(session),
+                taker: std::process::id(),
+            }
         } else {
             let dir = LockDir::open(&target.dir)?;
             Held::Direct(acquire(&dir, &target.name, &opts.lockfile_options())?)
@@ -156,14 +174,26 @@ impl DetachedLock {
     pub fn release(mut self) -> Result<()> {
         match self.held.take() {
             Some(Held::Direct(lock)) => Ok(lock.release()?),
-            Some(Held::Helper { file, dir, id }) => {
+            Some(Held::Helper {
+                file,
+                dir,
+                id,
+                session,
+                taker,
+            }) => {
+                let session = own_session(session, taker);
                 if current_id(&dir, &self.target.name)? != Some(id) {
                     return Err(Error::Lock(LockError::NotOurs));
                 }
                 // Closed before the removal: on NFS a file still open here
                 // would be renamed to `.nfsXXXX` in the spool instead.
                 drop(file);
-                privileged::by_name(&self.target, true, false)
+                match session {
+                    // The helper removes it by name (owner re-checked,
+                    // identity re-verified just before), then ends.
+                    Some(session) => session.release(),
+                    None => privileged::by_name(&self.target, true, false),
+                }
             }
             None => Err(Error::Lock(LockError::NotOurs)),
         }
@@ -175,9 +205,25 @@ impl DetachedLock {
     }
 
     fn leave(&mut self) {
-        if let Some(Held::Direct(lock)) = self.held.take() {
-            lock.leak();
+        match self.held.take() {
+            Some(Held::Direct(lock)) => lock.leak(),
+            // Ending the session (end of file) leaves a detached lock.
+            Some(Held::Helper { session, taker, .. }) => drop(own_session(session, taker)),
+            None => {}
         }
+    }
+}
+
+/// The helper session, if this process is the one that started it; in a
+/// forked child, its copy is let go (its pipe ends closed, nothing said,
+/// no wait for a helper that is not the child's).
+fn own_session(session: Option<HelperSession>, taker: u32) -> Option<HelperSession> {
+    let session = session?;
+    if std::process::id() == taker {
+        Some(session)
+    } else {
+        session.abandon();
+        None
     }
 }
 

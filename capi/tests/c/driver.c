@@ -24,6 +24,8 @@
  *                                   on once it is init's ("orphan ok"), or
  *                                   says "orphan not-init" and stops
  *   fsize0                          RLIMIT_FSIZE 0, SIGXFSZ ignored
+ *   forkremove PATH                 a forked child calls lockfile_remove(PATH);
+ *                                   "forkremove <its exit status>"
  *   null                            every call with a NULL name
  *   sleepms N
  *   which                           the liblockfile this process loaded
@@ -43,6 +45,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -163,6 +166,21 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			printf("fsize0\n");
+		} else if (strcmp(op, "forkremove") == 0) {
+			/* A child made by fork() removes the lock its parent made. */
+			i = need(argc, i, 1);
+			fflush(stdout);
+			pid_t pid = fork();
+			if (pid < 0) {
+				perror("driver: fork");
+				return 2;
+			}
+			if (pid == 0)
+				_exit(lockfile_remove(argv[i]) == 0 ? 0 : 1);
+			int st;
+			while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+				;
+			printf("forkremove %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 		} else if (strcmp(op, "null") == 0) {
 			/* Every call with NULL names (liblockfile crashes). The
 			 * result is taken before errno is read. */

@@ -196,6 +196,9 @@ EOF
 	as_user "$S/bin/driver" create "$box.lock" 0 0 touch "$box.lock" check "$box.lock" 0 \
 		remove "$box.lock" remove "$box.lock" maillock "$U" 0 touchlock mailunlock \
 		> "$S/driver-spool"
+	# A forked child removes the lock its parent made through the helper.
+	as_user "$S/bin/driver" create "$box.lock" 0 0 forkremove "$box.lock" remove "$box.lock" \
+		> "$S/driver-spool-fork"
 	# ... and with standard error closed: the helper must still run.
 	as_user "$S/bin/driver" create "$box.lock" 0 0 remove "$box.lock" \
 		> "$S/driver-spool-no-stderr" 2>&-
