@@ -70,14 +70,16 @@ for lib in liblockfile spoollock; do UNC[$lib]=$(median < "$OUT/unc-$lib"); done
 # --- 3. contention ------------------------------------------------------------------
 declare -A CON GAVE
 for lib in liblockfile spoollock; do
-	rm -f "$DIR/contend.data" "$DIR/contend.lock"
-	start=$(date +%s%N)
+	rm -f "$DIR/contend.data" "$DIR/contend.lock" "$DIR/go"
 	pids=()
 	for ((w = 0; w < WORKERS; w++)); do
 		"$OUT/bench-$lib" contend "$DIR/contend.lock" "$DIR/contend.data" "$CONTEND_CYCLES" "w$w" \
-			> "$OUT/contend-$lib-$w" &
+			"$DIR/go" > "$OUT/contend-$lib-$w" &
 		pids+=($!)
 	done
+	sleep 0.5 # all started and polling for the start signal
+	start=$(date +%s%N)
+	touch "$DIR/go"
 	for p in "${pids[@]}"; do wait "$p"; done
 	CON[$lib]=$((($(date +%s%N) - start) / 1000000))
 	GAVE[$lib]=$(awk '{ s += $2 } END { print s + 0 }' "$OUT"/contend-$lib-*)

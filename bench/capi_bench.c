@@ -6,8 +6,13 @@
  *   capi_bench uncontended LOCK N     N x lockfile_create(LOCK, 0, L_PID) +
  *                                     lockfile_remove (after N/10 warm-up);
  *                                     prints "ns_per_cycle X"
- *   capi_bench contend LOCK DATA N ID N x lockfile_create(LOCK, 5, L_PID),
- *                                     append "ID i" to DATA, lockfile_remove;
+ *   capi_bench contend LOCK DATA N ID GO
+ *                                     once the file GO exists (so that all
+ *                                     workers start together; at most 60 s),
+ *                                     N x lockfile_create(LOCK, 5, L_PID),
+ *                                     append "ID i" to DATA, keep the lock
+ *                                     2 ms more (a mail append takes
+ *                                     milliseconds), lockfile_remove;
  *                                     a create that gives up is counted and
  *                                     tried again; prints "gave_up K"
  *   capi_bench maillock NAME N        N x maillock(NAME, 5) + mailunlock();
@@ -53,9 +58,17 @@ int main(int argc, char **argv)
 		printf("ns_per_cycle %lld\n", (now_ns() - start) / n);
 		return 0;
 	}
-	if (argc >= 6 && strcmp(argv[1], "contend") == 0) {
-		const char *lock = argv[2], *data = argv[3], *id = argv[5];
+	if (argc >= 7 && strcmp(argv[1], "contend") == 0) {
+		const char *lock = argv[2], *data = argv[3], *id = argv[5], *go = argv[6];
 		long n = atol(argv[4]), gave_up = 0;
+		struct timespec ms = {0, 100000};
+		for (int t = 0; access(go, F_OK) != 0; t++) {
+			if (t > 600000) {
+				fprintf(stderr, "capi_bench: no %s after 60 s\n", go);
+				return 1;
+			}
+			nanosleep(&ms, NULL);
+		}
 		for (long i = 0; i < n; i++) {
 			while (lockfile_create(lock, 5, L_PID) != L_SUCCESS)
 				gave_up++;
@@ -66,6 +79,8 @@ int main(int argc, char **argv)
 				perror(data);
 				return 1;
 			}
+			struct timespec hold = {0, 2000000};
+			nanosleep(&hold, NULL);
 			if (lockfile_remove(lock) != 0) {
 				perror(lock);
 				return 1;

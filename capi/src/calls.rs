@@ -25,6 +25,7 @@
 //! lock).
 
 use std::ffi::OsStr;
+use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -55,8 +56,17 @@ struct Key {
 }
 
 impl Key {
-    fn of(target: &LockTarget) -> Option<Key> {
-        let dir = std::fs::metadata(&target.dir).ok()?;
+    /// The key of `target`, from its directory's metadata when the caller
+    /// already read it (`known`), else read now.
+    fn of(target: &LockTarget, known: Option<&Metadata>) -> Option<Key> {
+        let read;
+        let dir = match known {
+            Some(meta) => meta,
+            None => {
+                read = std::fs::metadata(&target.dir).ok()?;
+                &read
+            }
+        };
         Some(Key {
             dev: dir.dev(),
             ino: dir.ino(),
@@ -93,12 +103,19 @@ fn remember(key: Key, lock_: DetachedLock) {
 }
 
 /// `lockfile_create(path, retries, flags)`: flags other than `L_PID` and
-/// `L_PPID` are refused with `EINVAL`.
-pub fn lockfile_create(path: &Path, retries: i32, flags: i32) -> Result<(), (i32, Errno)> {
+/// `L_PPID` are refused with `EINVAL`. `dir` is the metadata of the lock's
+/// directory when the caller has already read it (each call here takes
+/// one, so that a system call is not made twice).
+pub fn lockfile_create(
+    path: &Path,
+    retries: i32,
+    flags: i32,
+    dir: Option<&Metadata>,
+) -> Result<(), (i32, Errno)> {
     if flags & !(L_PID | L_PPID) != 0 {
         return Err((L_ERROR, Errno::EINVAL));
     }
-    create(path, retries, flags, None)
+    create(path, retries, flags, None, dir)
 }
 
 /// `lockfile_create2(path, retries, flags, args)`: `interval` is
@@ -109,6 +126,7 @@ pub fn lockfile_create2(
     retries: i32,
     flags: i32,
     interval: Option<i32>,
+    dir: Option<&Metadata>,
 ) -> Result<(), (i32, Errno)> {
     if flags & !(L_PID | L_PPID | L_INTERVAL) != 0 {
         return Err((L_ERROR, Errno::EINVAL));
@@ -121,7 +139,7 @@ pub fn lockfile_create2(
     } else {
         None
     };
-    create(path, retries, flags, interval)
+    create(path, retries, flags, interval, dir)
 }
 
 fn create(
@@ -129,6 +147,7 @@ fn create(
     retries: i32,
     flags: i32,
     interval: Option<u32>,
+    dir: Option<&Metadata>,
 ) -> Result<(), (i32, Errno)> {
     let pid_mode = if flags & L_PPID != 0 {
         // liblockfile: a parent that is gone (we were reparented to init)
@@ -161,7 +180,7 @@ fn create(
         ..LockOptions::default()
     };
     let made = DetachedLock::acquire(&target, &opts).map_err(|e| create_code(&e))?;
-    match Key::of(&target) {
+    match Key::of(&target, dir) {
         Some(key) => remember(key, made),
         // The directory vanished right after the lock was made in it:
         // nothing to remember it by; the lock stays, as any detached lock.
@@ -173,9 +192,9 @@ fn create(
 /// `lockfile_remove(path)`: a missing lock is success; a lock that is not
 /// the caller's (another user's, or a successor's after ours was broken)
 /// is left in place: `EPERM`.
-pub fn lockfile_remove(path: &Path) -> Result<(), Errno> {
+pub fn lockfile_remove(path: &Path, dir: Option<&Metadata>) -> Result<(), Errno> {
     let target = LockTarget::lock_file(path).map_err(|e| call_errno(&e))?;
-    let removed = match Key::of(&target).and_then(|key| take_held(&key)) {
+    let removed = match Key::of(&target, dir).and_then(|key| take_held(&key)) {
         Some(ours) => ours.release(),
         // Nothing to remove: no need to ask anyone (or start the helper).
         None if absent(path) => return Ok(()),
@@ -190,11 +209,11 @@ pub fn lockfile_remove(path: &Path) -> Result<(), Errno> {
 
 /// `lockfile_touch(path)`: refresh the lock's time; `ENOENT` when there is
 /// none, `EPERM` when it is not the caller's or not a lock.
-pub fn lockfile_touch(path: &Path) -> Result<(), Errno> {
+pub fn lockfile_touch(path: &Path, dir: Option<&Metadata>) -> Result<(), Errno> {
     let target = LockTarget::lock_file(path).map_err(|e| call_errno(&e))?;
     let touched = {
         let held = lock(&HELD);
-        let key = Key::of(&target);
+        let key = Key::of(&target, dir);
         // Through our own descriptor: no helper, no wait; the registry
         // stays locked only for this system call or two.
         held.iter()
@@ -267,7 +286,7 @@ pub fn maillock(name: &[u8], retries: i32) -> Result<(), (i32, Errno)> {
         return Ok(());
     }
     let path = maillock_path(name)?;
-    create(&path, retries, 0, None)?;
+    create(&path, retries, 0, None, None)?;
     *lock(&MAILLOCK) = Some(path);
     Ok(())
 }
@@ -276,7 +295,7 @@ pub fn maillock(name: &[u8], retries: i32) -> Result<(), (i32, Errno)> {
 pub fn mailunlock() {
     let taken = lock(&MAILLOCK).take();
     if let Some(path) = taken {
-        let _ = lockfile_remove(&path);
+        let _ = lockfile_remove(&path, None);
     }
 }
 
@@ -284,7 +303,7 @@ pub fn mailunlock() {
 pub fn touchlock() {
     let path = lock(&MAILLOCK).clone();
     if let Some(path) = path {
-        let _ = lockfile_touch(&path);
+        let _ = lockfile_touch(&path, None);
     }
 }
 
@@ -306,23 +325,23 @@ mod tests {
     fn unknown_flags_are_refused() {
         let p = Path::new("/nonexistent/x.lock");
         assert_eq!(
-            lockfile_create(p, 0, 1).unwrap_err(),
+            lockfile_create(p, 0, 1, None).unwrap_err(),
             (L_ERROR, Errno::EINVAL)
         );
         assert_eq!(
-            lockfile_create(p, 0, L_INTERVAL).unwrap_err(),
+            lockfile_create(p, 0, L_INTERVAL, None).unwrap_err(),
             (L_ERROR, Errno::EINVAL)
         );
         assert_eq!(
-            lockfile_create2(p, 0, L_INTERVAL, None).unwrap_err(),
+            lockfile_create2(p, 0, L_INTERVAL, None, None).unwrap_err(),
             (L_ERROR, Errno::EINVAL)
         );
         assert_eq!(
-            lockfile_create2(p, 0, L_INTERVAL, Some(-1)).unwrap_err(),
+            lockfile_create2(p, 0, L_INTERVAL, Some(-1), None).unwrap_err(),
             (L_ERROR, Errno::EINVAL)
         );
         assert_eq!(
-            lockfile_create(p, -1, 0).unwrap_err(),
+            lockfile_create(p, -1, 0, None).unwrap_err(),
             (L_MAXTRYS, Errno::EAGAIN)
         );
     }

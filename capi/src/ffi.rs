@@ -7,11 +7,14 @@
 //! - reads its arguments defensively (a NULL pointer is `EINVAL`, not a
 //!   crash);
 //! - blocks `SIGCHLD` and `SIGPIPE` in the calling thread while it works,
-//!   as liblockfile does around its `dotlockfile` child: the program's own
-//!   `SIGCHLD` handler must not reap the helper we may spawn, and a helper
-//!   that exits before reading our request must give us `EPIPE`, not kill
-//!   the program. A `SIGPIPE` raised by our own write is consumed before
-//!   the mask is restored; one that was pending before is left alone;
+//!   as liblockfile does around its `dotlockfile` child, when the lock's
+//!   directory is one the setgid helper may serve (group-writable, not
+//!   world-writable; `/var/mail`): the program's own `SIGCHLD` handler must
+//!   not reap the helper we may spawn, and a helper that exits before
+//!   reading our request must give us `EPIPE`, not kill the program. A
+//!   `SIGPIPE` raised by our own write is consumed before the mask is
+//!   restored. (Elsewhere no helper is ever started, and the system calls
+//!   are saved.)
 //! - catches a panic (it must not unwind into C) and reports it as
 //!   `L_ERROR`/-1 with `errno` `EIO`;
 //! - sets `errno` last, after everything that could change it.
@@ -57,11 +60,36 @@ unsafe fn path<'a>(p: *const c_char) -> Option<&'a Path> {
 struct Quiet {
     old: SigSet,
     blocked: bool,
-    pipe_was_pending: bool,
+    /// The directory's metadata, read to decide (and passed on to the
+    /// call, which needs it too).
+    dir: Option<std::fs::Metadata>,
 }
 
 impl Quiet {
-    fn new() -> Quiet {
+    /// Quiet the signals if a call on a lock in `dir` may start the
+    /// helper: `dir` is group-writable and not world-writable, or cannot
+    /// be looked at, or is not known yet (`None`: `maillock`).
+    fn for_dir(dir: Option<&Path>) -> Quiet {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = dir.and_then(|dir| {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            std::fs::metadata(dir).ok()
+        });
+        let may_use_helper = meta.as_ref().is_none_or(|m| {
+            let mode = m.permissions().mode();
+            mode & 0o020 != 0 && mode & 0o002 == 0
+        });
+        if !may_use_helper {
+            return Quiet {
+                old: SigSet::empty(),
+                blocked: false,
+                dir: meta,
+            };
+        }
         let mut set = SigSet::empty();
         set.add(Signal::SIGCHLD);
         set.add(Signal::SIGPIPE);
@@ -70,7 +98,7 @@ impl Quiet {
         Quiet {
             old,
             blocked,
-            pipe_was_pending: sigpipe_pending(),
+            dir: meta,
         }
     }
 }
@@ -80,7 +108,9 @@ impl Drop for Quiet {
         if !self.blocked {
             return;
         }
-        if !self.pipe_was_pending && !self.old.contains(Signal::SIGPIPE) && sigpipe_pending() {
+        // Not blocked before us, a SIGPIPE pending now was raised during
+        // the call (one pending earlier would have been delivered then).
+        if !self.old.contains(Signal::SIGPIPE) && sigpipe_pending() {
             consume_sigpipe();
         }
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
@@ -120,11 +150,16 @@ fn consume_sigpipe() {
     }
 }
 
-/// Run `f` with the signals quiet and no panic escaping; `on_panic` is
-/// its result if it panics.
-fn guarded<T>(on_panic: T, f: impl FnOnce() -> T) -> T {
-    let quiet = Quiet::new();
-    let result = catch_unwind(AssertUnwindSafe(f));
+/// Run `f` with the signals quiet (for a lock in `dir`) and no panic
+/// escaping; `on_panic` is its result if it panics. `f` is given the
+/// directory's metadata, when it was read.
+fn guarded<T>(
+    dir: Option<&Path>,
+    on_panic: T,
+    f: impl FnOnce(Option<&std::fs::Metadata>) -> T,
+) -> T {
+    let quiet = Quiet::for_dir(dir);
+    let result = catch_unwind(AssertUnwindSafe(|| f(quiet.dir.as_ref())));
     drop(quiet);
     result.unwrap_or_else(|_| {
         Errno::EIO.set();
@@ -169,8 +204,8 @@ pub unsafe extern "C" fn lockfile_create(
     let Some(lockfile) = (unsafe { path(lockfile) }) else {
         return code(Err((L_ERROR, Errno::EINVAL)));
     };
-    let result = guarded(Err((L_ERROR, Errno::EIO)), || {
-        calls::lockfile_create(lockfile, retries, flags)
+    let result = guarded(lockfile.parent(), Err((L_ERROR, Errno::EIO)), |dir| {
+        calls::lockfile_create(lockfile, retries, flags, dir)
     });
     code(result)
 }
@@ -207,8 +242,8 @@ pub unsafe extern "C" fn lockfile_create2(
         // of the caller's alignment.
         Some(unsafe { std::ptr::read_unaligned(args) }.interval)
     };
-    let result = guarded(Err((L_ERROR, Errno::EIO)), || {
-        calls::lockfile_create2(lockfile, retries, flags, interval)
+    let result = guarded(lockfile.parent(), Err((L_ERROR, Errno::EIO)), |dir| {
+        calls::lockfile_create2(lockfile, retries, flags, interval, dir)
     });
     code(result)
 }
@@ -224,8 +259,8 @@ pub unsafe extern "C" fn lockfile_remove(lockfile: *const c_char) -> c_int {
     let Some(lockfile) = (unsafe { path(lockfile) }) else {
         return status(Err(Errno::EINVAL));
     };
-    status(guarded(Err(Errno::EIO), || {
-        calls::lockfile_remove(lockfile)
+    status(guarded(lockfile.parent(), Err(Errno::EIO), |dir| {
+        calls::lockfile_remove(lockfile, dir)
     }))
 }
 
@@ -240,7 +275,9 @@ pub unsafe extern "C" fn lockfile_touch(lockfile: *const c_char) -> c_int {
     let Some(lockfile) = (unsafe { path(lockfile) }) else {
         return status(Err(Errno::EINVAL));
     };
-    status(guarded(Err(Errno::EIO), || calls::lockfile_touch(lockfile)))
+    status(guarded(lockfile.parent(), Err(Errno::EIO), |dir| {
+        calls::lockfile_touch(lockfile, dir)
+    }))
 }
 
 /// 0 if a valid lock `lockfile` exists, -1 if not; see lockfile_check(3).
@@ -254,7 +291,7 @@ pub unsafe extern "C" fn lockfile_check(lockfile: *const c_char, flags: c_int) -
     let Some(lockfile) = (unsafe { path(lockfile) }) else {
         return status(Err(Errno::EINVAL));
     };
-    status(guarded(Err(Errno::EIO), || {
+    status(guarded(lockfile.parent(), Err(Errno::EIO), |_| {
         calls::lockfile_check(lockfile, flags)
     }))
 }
@@ -271,7 +308,8 @@ pub unsafe extern "C" fn maillock(name: *const c_char, retries: c_int) -> c_int 
     }
     // SAFETY: not NULL; NUL-terminated and live by the caller's contract.
     let name = unsafe { CStr::from_ptr(name) }.to_bytes();
-    code(guarded(Err((L_ERROR, Errno::EIO)), || {
+    // The spool, or $MAIL's directory: not known yet; quiet anyway.
+    code(guarded(None, Err((L_ERROR, Errno::EIO)), |_| {
         calls::maillock(name, retries)
     }))
 }
@@ -280,7 +318,7 @@ pub unsafe extern "C" fn maillock(name: *const c_char, retries: c_int) -> c_int 
 #[no_mangle]
 pub extern "C" fn mailunlock() {
     let errno = Errno::last();
-    guarded((), calls::mailunlock);
+    guarded(None, (), |_| calls::mailunlock());
     // A void function: the caller's errno is left as it was.
     errno.set();
 }
@@ -289,6 +327,6 @@ pub extern "C" fn mailunlock() {
 #[no_mangle]
 pub extern "C" fn touchlock() {
     let errno = Errno::last();
-    guarded((), calls::touchlock);
+    guarded(None, (), |_| calls::touchlock());
     errno.set();
 }
