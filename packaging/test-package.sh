@@ -15,6 +15,12 @@
 #      itself), and rsyslogd logs the grant (mail.info) and the release
 #      (mail.info), and a refused request at authpriv.warning, both in a
 #      mail+authpriv file and through the rsyslog snippet of docs/audit.md;
+#   3b. spoollock's liblockfile.so.1, in a private mount namespace with its
+#      own copy of /etc: installed in its private directory and used by no
+#      program; opted in as README.Debian says (ld.so.conf.d + ldconfig),
+#      lockfile-create, lockfile-touch and the setgid mail-lock load it;
+#      opted out, they load Debian's again; opted in, the package's postrm
+#      undoes it;
 #   4. dpkg -r, then dpkg --purge: no file, directory or statoverride is
 #      left; an administrator's own statoverride survives remove and goes
 #      with purge.
@@ -283,14 +289,86 @@ say "running as $user in a private mount namespace"
 unshare -m --propagation private bash "$work/inner.sh" "$work" "$user" "$mail_gid" ||
     fail "the run as $user failed"
 
+# ---- 3b. spoollock's liblockfile: opt in, used, opt out, removed -------------
+# In a private mount namespace whose /etc is a copy on a tmpfs: the opt-in
+# and ldconfig change only that copy, so the host keeps Debian's
+# liblockfile for everything else running meanwhile.
+libdir="$(dirname "$(grep '/spoollock/liblockfile\.so\.1$' "$work/files.txt")")"
+[ -n "$libdir" ] && [ -f "$libdir/liblockfile.so.1" ] || fail "spoollock's liblockfile.so.1 is not installed"
+[ "$(readelf -d "$libdir/liblockfile.so.1" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')" = liblockfile.so.1 ] ||
+    fail "$libdir/liblockfile.so.1 has not the SONAME liblockfile.so.1"
+[ -f /usr/share/man/man3/spoollock-liblockfile.3.gz ] || fail "spoollock-liblockfile(3) is not installed"
+if command -v lockfile-create >/dev/null; then
+    cat >"$work/optin.sh" <<'OPTIN'
+set -euo pipefail
+work="$1"; libdir="$2"
+say() { echo "test-package.sh: [optin] $*"; }
+fail() { echo "test-package.sh: FAIL: [optin] $*" >&2; exit 1; }
+mkdir -p "$work/etc"
+mount -t tmpfs -o mode=0755 etc "$work/etc"
+cp -a /etc/. "$work/etc/"
+mount --bind "$work/etc" /etc
+optin=/etc/ld.so.conf.d/00-spoollock-liblockfile.conf
+loaded() { ldd /usr/bin/lockfile-create | awk '/liblockfile\.so\.1/ { print $3 }'; }
+[ "$(loaded)" != "$libdir/liblockfile.so.1" ] || fail "spoollock's library is used before the opt-in"
+say "before: lockfile-create loads $(loaded)"
+
+# Opt in, as README.Debian says.
+ln -s /usr/share/spoollock/00-spoollock-liblockfile.conf /etc/ld.so.conf.d/
+ldconfig
+[ "$(loaded)" = "$libdir/liblockfile.so.1" ] || fail "after the opt-in lockfile-create loads $(loaded)"
+ldd /usr/bin/mail-lock | grep -q "$libdir/liblockfile.so.1" || fail "the setgid mail-lock does not load it"
+# Programs use it: the lock lockfile-create makes is spoollock's, and a
+# running lockfile-touch has it mapped.
+box="$work/optin-box"
+lockfile-create --retry 0 "$box" || fail "lockfile-create failed"
+grep -q '^host=' "$box.lock" || fail "lockfile-create made no spoollock lock: $(cat "$box.lock")"
+lockfile-touch "$box" & toucher=$!
+for _ in $(seq 200); do grep -q liblockfile "/proc/$toucher/maps" 2>/dev/null && break; sleep 0.05; done
+grep -q "$libdir/liblockfile.so.1" "/proc/$toucher/maps" || fail "lockfile-touch did not map $libdir/liblockfile.so.1"
+kill "$toucher"; wait "$toucher" 2>/dev/null || true
+lockfile-remove "$box" || fail "lockfile-remove failed"
+[ ! -e "$box.lock" ] || fail "lockfile-remove left the lock"
+say "opted in: lockfile-create, lockfile-touch and mail-lock load $libdir/liblockfile.so.1"
+
+# Opt out, as README.Debian says.
+rm "$optin"
+ldconfig
+[ "$(loaded)" != "$libdir/liblockfile.so.1" ] || fail "still loaded after the opt-out"
+lockfile-create --retry 0 "$box" || fail "lockfile-create (opted out) failed"
+! grep -q '^host=' "$box.lock" || fail "opted out, lockfile-create still made a spoollock lock"
+lockfile-remove "$box"
+say "opted out: back to $(loaded)"
+
+# Opted in, the package's removal opts out: its postrm, with the
+# statoverride calls stubbed (the real ones are tested below, on the host).
+ln -s /usr/share/spoollock/00-spoollock-liblockfile.conf /etc/ld.so.conf.d/
+ldconfig
+[ "$(loaded)" = "$libdir/liblockfile.so.1" ] || fail "not loaded after the second opt-in"
+mkdir -p "$work/stub"
+printf '#!/bin/sh\nexit 1\n' >"$work/stub/dpkg-statoverride"
+chmod 0755 "$work/stub/dpkg-statoverride"
+PATH="$work/stub:$PATH" sh /var/lib/dpkg/info/spoollock.postrm remove || fail "postrm remove failed"
+[ ! -e "$optin" ] && [ ! -L "$optin" ] || fail "postrm left $optin"
+[ "$(loaded)" != "$libdir/liblockfile.so.1" ] || fail "still loaded after the package's postrm"
+say "the package's postrm removed the opt-in: back to $(loaded)"
+OPTIN
+    unshare -m --propagation private bash "$work/optin.sh" "$work" "$libdir" ||
+        fail "the liblockfile opt-in test failed"
+elif [ -n "${CI:-}" ]; then
+    fail "lockfile-progs missing (apt-get install lockfile-progs)"
+else
+    say "lockfile-progs missing: not testing the liblockfile opt-in"
+fi
+
 # ---- 4. remove and purge --------------------------------------------------
 check_gone() {
     local left=""
     while read -r path; do
         case "$path" in
             /. | /usr | /usr/bin | /usr/libexec | /usr/share | /usr/share/doc | /usr/share/man | \
-                /usr/share/man/man1 | /usr/share/man/man8 | /usr/share/lintian | \
-                /usr/share/lintian/overrides) continue ;;
+                /usr/share/man/man1 | /usr/share/man/man3 | /usr/share/man/man8 | /usr/share/lintian | \
+                /usr/share/lintian/overrides | /usr/lib | /usr/lib/*-*-*) continue ;;
         esac
         [ ! -e "$path" ] || left="$left $path"
     done <"$work/files.txt"

@@ -13,8 +13,12 @@
 #   /usr/libexec/spoollock/spoollock-helper    root:root 0755 in the archive;
 #                                              postinst makes it root:mail 2755
 #                                              with dpkg-statoverride, postrm undoes it
-#   /usr/share/man/man1/spoollock*.1.gz, /usr/share/man/man8/spoollock-helper.8.gz
-#   /usr/share/doc/spoollock/{copyright,changelog.Debian.gz,SECURITY.md,README.md,audit.md}
+#   /usr/lib/<triplet>/spoollock/liblockfile.so.1   spoollock's liblockfile, used only
+#                                              after an opt-in (README.Debian)
+#   /usr/share/spoollock/00-spoollock-liblockfile.conf   the opt-in's ld.so.conf.d file
+#   /usr/share/man/man1/spoollock*.1.gz, /usr/share/man/man8/spoollock-helper.8.gz,
+#   /usr/share/man/man3/spoollock-liblockfile.3.gz
+#   /usr/share/doc/spoollock/{copyright,changelog.Debian.gz,SECURITY.md,README.md,audit.md,README.Debian}
 #   /usr/share/doc/spoollock/examples/helper.conf
 #   /usr/share/lintian/overrides/spoollock
 #
@@ -71,7 +75,12 @@ done
 
 echo "build-deb.sh: cargo build --release (spoollock, spoollock-helper, spoollock-mangen)"
 "$cargo" build --release -p spoollock -p spoollock-helper --bins --features spoollock/mangen
+echo "build-deb.sh: cargo build --release (spoollock-capi: liblockfile.so.1)"
+"$cargo" build --release -p spoollock-capi --lib
 bin="$target_dir/release"
+triplet="$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)"
+[ -n "$triplet" ] || die "cannot tell the multiarch triplet (dpkg-architecture)"
+libdir="/usr/lib/$triplet/spoollock"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -79,8 +88,8 @@ root="$work/root"
 umask 022
 
 install -d "$root/DEBIAN" "$root/usr/bin" "$root/usr/libexec/spoollock" \
-    "$root/usr/share/man/man1" "$root/usr/share/man/man8" \
-    "$root/usr/share/doc/spoollock/examples"
+    "$root/usr/share/man/man1" "$root/usr/share/man/man3" "$root/usr/share/man/man8" \
+    "$root/usr/share/doc/spoollock/examples" "$root$libdir" "$root/usr/share/spoollock"
 
 # Binaries, stripped as dh_strip does.
 install -m 0755 "$bin/spoollock" "$root/usr/bin/spoollock"
@@ -88,6 +97,13 @@ install -m 0755 "$bin/spoollock-helper" "$root/usr/libexec/spoollock/spoollock-h
 for f in "$root/usr/bin/spoollock" "$root/usr/libexec/spoollock/spoollock-helper"; do
     strip --remove-section=.comment --remove-section=.note --strip-unneeded "$f"
 done
+# spoollock's liblockfile.so.1, in a directory of its own: no program finds
+# it until the administrator opts in (README.Debian).
+install -m 0644 "$bin/liblockfile.so" "$root$libdir/liblockfile.so.1"
+strip --remove-section=.comment --remove-section=.note --strip-unneeded "$root$libdir/liblockfile.so.1"
+sed "s|@LIBDIR@|$libdir|" "$here/00-spoollock-liblockfile.conf.in" \
+    >"$root/usr/share/spoollock/00-spoollock-liblockfile.conf"
+chmod 0644 "$root/usr/share/spoollock/00-spoollock-liblockfile.conf"
 
 # Manual pages: spoollock(1) from the clap definition, spoollock-helper(8)
 # hand-written.
@@ -96,15 +112,18 @@ for page in "$work"/man1/*.1; do
     install -m 0644 "$page" "$root/usr/share/man/man1/"
 done
 install -m 0644 "$repo/packaging/man/spoollock-helper.8" "$root/usr/share/man/man8/"
-gzip -9n "$root"/usr/share/man/man1/*.1 "$root"/usr/share/man/man8/*.8
+install -m 0644 "$repo/capi/man/spoollock-liblockfile.3" "$root/usr/share/man/man3/"
+gzip -9n "$root"/usr/share/man/man1/*.1 "$root"/usr/share/man/man3/*.3 "$root"/usr/share/man/man8/*.8
 
 # Documentation.
 doc="$root/usr/share/doc/spoollock"
 install -m 0644 "$repo/SECURITY.md" "$repo/README.md" "$repo/docs/audit.md" "$doc/"
 install -m 0644 "$repo/packaging/helper.conf.example" "$doc/examples/helper.conf"
 install -m 0644 "$here/changelog" "$doc/changelog.Debian"
+sed "s|@TRIPLET@|$triplet|g" "$here/README.Debian" >"$doc/README.Debian"
+chmod 0644 "$doc/README.Debian"
 gzip -9n "$doc/changelog.Debian"
-crates="$("$cargo" tree -p spoollock -p spoollock-helper -e normal,no-proc-macro --prefix none \
+crates="$("$cargo" tree -p spoollock -p spoollock-helper -p spoollock-capi -e normal,no-proc-macro --prefix none \
         -f '{p} ({l})' 2>/dev/null |
     sed 's/ (\*)$//; s/ ([/][^)]*)//' | sort -u |
     grep -v -e '^spoollock' -e '^$' -e '^clap_mangen ' -e '^roff ' | sed 's/^/  /')"
@@ -134,7 +153,8 @@ install -m 0755 "$here/postinst" "$here/postrm" "$root/DEBIAN/"
 mkdir -p "$work/shlibdeps/debian"
 printf 'Source: spoollock\n\nPackage: spoollock\nArchitecture: any\n' >"$work/shlibdeps/debian/control"
 depends="$(cd "$work/shlibdeps" && dpkg-shlibdeps -O \
-    "$root/usr/bin/spoollock" "$root/usr/libexec/spoollock/spoollock-helper" 2>/dev/null |
+    "$root/usr/bin/spoollock" "$root/usr/libexec/spoollock/spoollock-helper" \
+    "$root$libdir/liblockfile.so.1" 2>/dev/null |
     sed -n 's/^shlibs:Depends=//p')"
 [ -n "$depends" ] || die "dpkg-shlibdeps found no dependencies"
 size="$(du -sk --apparent-size --exclude=DEBIAN "$root" | cut -f1)"
