@@ -157,6 +157,10 @@ fn rpm_package_carries_the_helper_setgid_mail() {
         "/usr/share/man/man1/spoollock.1",
         "/usr/share/man/man1/spoollock-run.1",
         "/usr/share/man/man8/spoollock-helper.8",
+        // spoollock's liblockfile, in a directory of its own (opt-in).
+        "/spoollock/liblockfile.so.1",
+        "/usr/share/man/man3/spoollock-liblockfile.3",
+        "/usr/share/spoollock/00-spoollock-liblockfile.conf",
     ] {
         assert!(
             files.contains(expected),
@@ -173,4 +177,15 @@ fn rpm_package_carries_the_helper_setgid_mail() {
         })
         .count();
     assert_eq!(special, 1, "only the helper is setgid:\n{files}");
+    // The private liblockfile.so.1 must not make the package a provider of
+    // liblockfile for rpm's dependency resolution.
+    let provides = Command::new("rpm")
+        .args(["-qp", "--provides", rpm])
+        .output()
+        .expect("rpm -qp --provides");
+    let provides = String::from_utf8_lossy(&provides.stdout);
+    assert!(
+        !provides.contains("liblockfile"),
+        "the RPM provides liblockfile:\n{provides}"
+    );
 }
