@@ -136,6 +136,21 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// List the locks in spools or of mailboxes: holder pid, host, program
+    /// (when it runs here), age, owner, and whether the next locker would
+    /// break the lock, and why. Reading is enough: any user may run it.
+    Status {
+        /// Spool directories (every `*.lock` in them) or mailboxes (their
+        /// `.lock`); default: /var/mail and /var/spool/mail.
+        #[arg(value_name = "DIR|MAILBOX")]
+        paths: Vec<PathBuf>,
+        /// One JSON array of objects, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// A lock not refreshed for this long is stale.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "300s")]
+        stale_age: Duration,
+    },
     /// dotlockfile(1)'s command line and exit statuses, on spoollock (also
     /// when this program is run as `dotlockfile`).
     #[command(
@@ -165,7 +180,7 @@ impl Command {
             | Command::Unlock { common, .. }
             | Command::Touch { common, .. }
             | Command::Check { common } => Some(common),
-            Command::Dotlockfile { .. } => None,
+            Command::Dotlockfile { .. } | Command::Status { .. } => None,
         }
     }
 }

@@ -12,6 +12,7 @@ macro_rules! report {
 mod cli;
 mod dotlockfile;
 mod run;
+mod status;
 mod system;
 
 use std::process::ExitCode;
@@ -170,10 +171,21 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let Some(common) = cli.command.common().cloned() else {
-        if let Command::Dotlockfile { args } = &cli.command {
-            return ExitCode::from(dotlockfile::main(args));
-        }
-        unreachable!("every other command has common options");
+        return match &cli.command {
+            Command::Dotlockfile { args } => ExitCode::from(dotlockfile::main(args)),
+            Command::Status {
+                paths,
+                json,
+                stale_age,
+            } => match status::status(paths, *json, *stale_age) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    report!("spoollock: {e}");
+                    ExitCode::from(exit_code(&e))
+                }
+            },
+            _ => unreachable!("every other command has common options"),
+        };
     };
     match dispatch(cli.command) {
         Ok(code) => ExitCode::from(code),
@@ -205,6 +217,11 @@ fn exit_code(e: &Error) -> u8 {
 fn dispatch(command: Command) -> Result<u8, Error> {
     match command {
         Command::Dotlockfile { args } => Ok(dotlockfile::main(&args)),
+        Command::Status {
+            paths,
+            json,
+            stale_age,
+        } => status::status(&paths, json, stale_age),
         Command::Run {
             common,
             locks,
