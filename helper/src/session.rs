@@ -15,7 +15,7 @@ use nix::sys::stat::{fstatat, FileStat, SFlag};
 use spoollock_lockfile::{
     acquire, aside_name, check, process_state, remove_by_name, touch_by_name, BreakOutcome,
     Dotlock, Holder, Journal, LockContent, LockDir, LockError, LockState, Op, Options, Owners,
-    PidMode, ProcState, StaleReason, Wait, MAX_CONTENT,
+    PidMode, ProcState, Release, StaleReason, Wait, MAX_CONTENT,
 };
 use spoollock_protocol::codec::{encode, Frame, PREFIX_LEN};
 use spoollock_protocol::limits::{
@@ -549,6 +549,9 @@ impl Session {
             interrupt: Some(self.interrupt.clone()),
             owners: Owners::Only(vec![uid, 0]),
             aside: Some(aside_name(uid)),
+            // The caller controls this process's scheduling: no window
+            // between a check and a removal (see `Release`).
+            release: Release::MoveAside,
             journal: Some(Arc::new(journal)),
             ..Options::default()
         }

@@ -142,6 +142,8 @@ pub struct Options {
     /// and the removal leaves at most that one file per caller: the next
     /// move replaces it.
     pub aside: Option<OsString>,
+    /// How a held lock is removed when it is released (see [`Release`]).
+    pub release: Release,
     /// Told before and after each break (see [`Journal`]).
     pub journal: Option<Arc<dyn Journal>>,
     /// Judge a lock that names a pid and no host by that pid on this host
@@ -164,10 +166,32 @@ impl Default for Options {
             observer: None,
             owners: Owners::Any,
             aside: None,
+            release: Release::default(),
             journal: None,
             bare_pids_are_local: false,
         }
     }
+}
+
+/// How [`Dotlock::release`] removes the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Release {
+    /// Check that the name still leads to our file, then unlink it (two
+    /// system calls, nothing left behind whenever the process dies). The
+    /// one window: a releaser stopped between the two for longer than the
+    /// stale age, while another process breaks the lock and takes it again,
+    /// would remove that process's lock. Only the releaser's own user can
+    /// stop it so; for a program locking its own mailbox that is the right
+    /// trade (liblockfile unlinks without any check).
+    #[default]
+    CheckThenUnlink,
+    /// Move the lock aside first (`rename` is atomic), compare what was
+    /// moved with our file, remove it under the private name, or put it
+    /// back if it is not ours: no check-then-remove window, one `rename`
+    /// more, and a process killed between the move and the removal leaves
+    /// the aside file (see [`Options::aside`]). For the setgid helper,
+    /// whose caller controls its scheduling (SIGSTOP, `SCHED_IDLE`).
+    MoveAside,
 }
 
 impl std::fmt::Debug for Options {
@@ -217,6 +241,8 @@ pub struct Dotlock {
     /// The name the lock is moved to when it is released (see
     /// [`Options::aside`]).
     aside: Option<OsString>,
+    /// How it is released.
+    release: Release,
     /// The process that took the lock: a copy dropped in a child forked
     /// while it was held leaves the lock to its taker.
     taker: u32,
@@ -272,6 +298,7 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
                 content,
                 privilege: opts.privilege.clone(),
                 aside: opts.aside.clone(),
+                release: opts.release,
                 taker: me,
             });
         }
@@ -464,7 +491,8 @@ impl Dotlock {
     /// `after_move` right after (no-ops but in this module's tests, which
     /// swap the lock there).
     ///
-    /// There is no check-then-remove window: the lock name is moved aside
+    /// With [`Release::MoveAside`] there is no check-then-remove window
+    /// (with [`Release::CheckThenUnlink`], see there): the lock name is moved aside
     /// first (`rename` is atomic), and what was moved is compared with our
     /// file while our descriptor still holds it open (so its inode number
     /// cannot have been given to a successor). Ours: removed under the
@@ -480,6 +508,24 @@ impl Dotlock {
         let Some(fd) = self.fd.take() else {
             return Ok(());
         };
+        if self.release == Release::CheckThenUnlink {
+            before_move();
+            // Close first: on NFS, unlinking a file we still hold open
+            // would leave a `.nfsXXXX` file behind.
+            drop(fd);
+            // Is the name still ours? (Through a fresh open on NFS.)
+            if !self.is_held()? {
+                return Err(LockError::NotOurs);
+            }
+            let removed = with_raised(self.privilege.as_deref(), || {
+                unlinkat(&self.dir, self.name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+            });
+            after_move();
+            return match removed {
+                Ok(()) | Err(Errno::ENOENT) => Ok(()),
+                Err(errno) => Err(LockError::from_errno(Op::Unlink, errno)),
+            };
+        }
         let privilege = self.privilege.as_deref();
         let aside = self
             .aside
@@ -717,6 +763,7 @@ mod tests {
             let dir = LockDir::open(s.path()).unwrap();
             let opts = Options {
                 aside: aside.clone(),
+                release: Release::MoveAside,
                 ..no_wait()
             };
             let mut ours = acquire(&dir, LOCK.as_ref(), &opts).unwrap();
@@ -750,7 +797,11 @@ mod tests {
     fn release_leaves_a_lock_taken_while_ours_was_aside() {
         let s = Scratch::new("release-after");
         let dir = LockDir::open(s.path()).unwrap();
-        let mut ours = acquire(&dir, LOCK.as_ref(), &no_wait()).unwrap();
+        let moving = Options {
+            release: Release::MoveAside,
+            ..no_wait()
+        };
+        let mut ours = acquire(&dir, LOCK.as_ref(), &moving).unwrap();
         let mut theirs = None;
         let released = ours.release_steps(
             || {},
@@ -764,16 +815,50 @@ mod tests {
         theirs.release().unwrap();
     }
 
-    /// Removed by hand before the release: nothing to move, not ours.
+    /// Removed by hand before the release: nothing to move, not ours
+    /// (either way of releasing).
     #[test]
     fn release_of_a_removed_lock_is_not_ours() {
-        let s = Scratch::new("release-gone");
+        for release in [Release::MoveAside, Release::CheckThenUnlink] {
+            let s = Scratch::new("release-gone");
+            let dir = LockDir::open(s.path()).unwrap();
+            let opts = Options {
+                release,
+                ..no_wait()
+            };
+            let mut ours = acquire(&dir, LOCK.as_ref(), &opts).unwrap();
+            let released =
+                ours.release_steps(|| std::fs::remove_file(s.path().join(LOCK)).unwrap(), || {});
+            assert_eq!(released, Err(LockError::NotOurs), "{release:?}");
+            assert!(s.names().is_empty(), "{release:?}");
+        }
+    }
+
+    /// The default release checks, then unlinks: a lock broken and taken
+    /// again before the check is left alone, and nothing but the lock
+    /// name is ever touched (no aside file, whatever happens).
+    #[test]
+    fn check_then_unlink_leaves_a_successor_and_no_aside_file() {
+        let s = Scratch::new("release-check");
         let dir = LockDir::open(s.path()).unwrap();
         let mut ours = acquire(&dir, LOCK.as_ref(), &no_wait()).unwrap();
-        let released =
-            ours.release_steps(|| std::fs::remove_file(s.path().join(LOCK)).unwrap(), || {});
+        let mut theirs = None;
+        let released = ours.release_steps(
+            || {
+                std::fs::remove_file(s.path().join(LOCK)).unwrap();
+                theirs = Some(acquire(&dir, LOCK.as_ref(), &no_wait()).unwrap());
+            },
+            || {},
+        );
+        let theirs = theirs.unwrap();
         assert_eq!(released, Err(LockError::NotOurs));
+        assert_eq!(s.ino(LOCK), Some(theirs.id().ino));
+        assert_eq!(s.names(), vec![LOCK.to_owned()]);
+        theirs.release().unwrap();
         assert!(s.names().is_empty());
+        let ours = acquire(&dir, LOCK.as_ref(), &no_wait()).unwrap();
+        ours.release().unwrap();
+        assert!(s.names().is_empty(), "released, nothing left");
     }
 
     /// A reserved aside name is reused: a file a killed process left there
@@ -784,6 +869,7 @@ mod tests {
         let dir = LockDir::open(s.path()).unwrap();
         let opts = Options {
             aside: Some(".reserved".into()),
+            release: Release::MoveAside,
             ..no_wait()
         };
         for _ in 0..3 {

@@ -47,7 +47,7 @@ pub use content::{AppendMark, Holder, LockContent, MAX_CONTENT};
 pub use dir::{validate_name, with_raised, FileId, FileVersion, LockDir, Privilege, NAME_MAX};
 pub use dotlock::{
     acquire, check, current_id, remove_by_name, rewrite, touch_by_name, Dotlock, Event, LockState,
-    Observer, Options, Owners, DEFAULT_STALE_AGE,
+    Observer, Options, Owners, Release, DEFAULT_STALE_AGE,
 };
 pub use error::{LockError, Op, Result};
 pub use host::{content_for, local_host, process_state, LocalHost, PidMode, ProcState};
