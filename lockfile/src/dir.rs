@@ -81,7 +81,7 @@ impl LockDir {
     /// True when temporary files here are anonymous (`O_TMPFILE`): they
     /// have no name until `link` gives them the lock's, so no process
     /// killed at any point can leave one behind. Only on the local file
-    /// systems of [`is_local_fs`]; NFS and FUSE keep the named temporary
+    /// systems of `is_local_fs`; NFS and FUSE keep the named temporary
     /// file of the classic algorithm.
     pub fn anonymous_temps(&self) -> bool {
         self.inner.anonymous.load(Ordering::Relaxed)

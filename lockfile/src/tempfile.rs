@@ -61,7 +61,7 @@ pub(crate) fn temp_name(me: u32, suffix: &str) -> OsString {
 /// The one name that the locks of the user with uid `uid` are moved to
 /// before they are removed, on this host (`.lkaside.<uid>.<host>`): see
 /// [`crate::Options::aside`]. Never taken for a temporary file of
-/// [`temp_name`]'s form, so no sweep of dead temporary files removes it
+/// `temp_name`'s form, so no sweep of dead temporary files removes it
 /// while a break or a release uses it.
 pub fn aside_name(uid: u32) -> OsString {
     let host = &local_host().host;
