@@ -17,8 +17,14 @@ pub enum Error {
     BadPath(String),
     /// The caller's own mailbox could not be determined.
     NoMailbox(String),
-    /// The spool needs the setgid helper, and it is missing or unusable.
-    Helper(String),
+    /// The spool needs the setgid helper, and it is missing, unusable, or
+    /// the conversation with it failed.
+    Helper(HelperError),
+    /// A broken invariant of this library (a bug): says which.
+    Internal(&'static str),
+    /// `append` on a mailbox that is not open (only a dotlock was taken
+    /// on a mailbox that did not exist).
+    MailboxNotOpen(PathBuf),
     /// The mailbox was replaced or removed again and again while it was
     /// being locked, or after it was locked (by a program that ignores
     /// both locks): nothing was written.
@@ -65,13 +71,100 @@ impl Error {
     }
 }
 
+/// What went wrong with the setgid helper, when a spool needs it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HelperError {
+    /// It is not installed where this library looks for it.
+    NotInstalled {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// It is installed, but not as a setgid regular file.
+    NotSetgid { path: PathBuf },
+    /// It could not be started.
+    Spawn {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// Writing to it or reading from it failed (`doing` says which).
+    Pipe {
+        doing: &'static str,
+        error: std::io::Error,
+    },
+    /// A frame could not be encoded or decoded.
+    Codec(spoollock_protocol::CodecError),
+    /// It speaks another protocol version.
+    Version { helper: u32, library: u32 },
+    /// The session with it was already closed.
+    Closed,
+    /// It answered something the protocol does not allow at that point.
+    UnexpectedReply(String),
+    /// On a helper spool only the caller's own mailbox lock can be made.
+    NotOwnMailbox { lock: PathBuf, login: String },
+}
+
+impl HelperError {
+    /// True when the helper is missing or not installed as it must be: an
+    /// administrator's problem, not a failure of the moment.
+    pub fn is_installation(&self) -> bool {
+        matches!(
+            self,
+            HelperError::NotInstalled { .. } | HelperError::NotSetgid { .. }
+        )
+    }
+}
+
+impl fmt::Display for HelperError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HelperError::NotInstalled { path, error } => write!(
+                f,
+                "this spool needs {}: {error}; install spoollock-helper setgid mail",
+                path.display()
+            ),
+            HelperError::NotSetgid { path } => write!(
+                f,
+                "{} is not setgid; install spoollock-helper setgid mail (chgrp mail, chmod 2755)",
+                path.display()
+            ),
+            HelperError::Spawn { path, error } => {
+                write!(f, "cannot run {}: {error}", path.display())
+            }
+            HelperError::Pipe { doing, error } => write!(f, "{doing} the helper: {error}"),
+            HelperError::Codec(e) => write!(f, "helper protocol: {e}"),
+            HelperError::Version { helper, library } => write!(
+                f,
+                "helper speaks protocol version {helper}, this library {library}"
+            ),
+            HelperError::Closed => f.write_str("helper session already closed"),
+            HelperError::UnexpectedReply(reply) => {
+                write!(f, "unexpected reply from the helper: {reply}")
+            }
+            HelperError::NotOwnMailbox { lock, login } => write!(
+                f,
+                "{}: on this spool only your own mailbox lock ({login}.lock) can be made",
+                lock.display()
+            ),
+        }
+    }
+}
+
+impl From<HelperError> for Error {
+    fn from(e: HelperError) -> Self {
+        Error::Helper(e)
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Lock(e) => e.fmt(f),
             Error::BadPath(why) => write!(f, "bad path: {why}"),
             Error::NoMailbox(why) => write!(f, "cannot find your mailbox: {why}"),
-            Error::Helper(why) => f.write_str(why),
+            Error::Helper(e) => e.fmt(f),
+            Error::Internal(what) => write!(f, "internal error (a bug in spoollock): {what}"),
+            Error::MailboxNotOpen(path) => write!(f, "{}: mailbox not open", path.display()),
             Error::MailboxReplaced(path) => write!(
                 f,
                 "{}: the mailbox was replaced or removed under the locks; not written",
@@ -150,3 +243,41 @@ fn group_name(gid: u32) -> String {
 
 /// Shorthand for this crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod helper_error_tests {
+    use super::*;
+
+    /// Installation problems are the administrator's (the command exits
+    /// 4); failures of the moment are not, and every kind says what it is.
+    #[test]
+    fn helper_errors_say_what_and_whose() {
+        let path = PathBuf::from("/usr/libexec/spoollock/spoollock-helper");
+        let missing = HelperError::NotInstalled {
+            path: path.clone(),
+            error: std::io::Error::from_raw_os_error(nix::libc::ENOENT),
+        };
+        assert!(missing.is_installation());
+        assert!(missing
+            .to_string()
+            .contains("install spoollock-helper setgid mail"));
+        let not_setgid = HelperError::NotSetgid { path };
+        assert!(not_setgid.is_installation());
+        assert!(not_setgid.to_string().contains("chmod 2755"));
+        let version = HelperError::Version {
+            helper: 2,
+            library: 3,
+        };
+        assert!(!version.is_installation());
+        assert_eq!(
+            version.to_string(),
+            "helper speaks protocol version 2, this library 3"
+        );
+        assert!(!HelperError::Closed.is_installation());
+        let e: Error = HelperError::Closed.into();
+        assert!(matches!(e, Error::Helper(HelperError::Closed)));
+        assert!(Error::Internal("x")
+            .to_string()
+            .contains("a bug in spoollock"));
+    }
+}

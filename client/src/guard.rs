@@ -255,9 +255,8 @@ impl LockGuard {
                 if let Some(keep_alive) = keep_alive {
                     keep_alive.stop();
                 }
-                let lock = Arc::try_unwrap(lock).map_err(|_| {
-                    Error::Helper("internal: keep-alive still holds the lock".to_string())
-                })?;
+                let lock = Arc::try_unwrap(lock)
+                    .map_err(|_| Error::Internal("the keep-alive still holds the lock"))?;
                 Ok(lock.release()?)
             }
         }

@@ -56,7 +56,7 @@ pub mod record_lock;
 mod target;
 
 pub use detached::DetachedLock;
-pub use error::{Error, LockError, Refusal, Result};
+pub use error::{Error, HelperError, LockError, Refusal, Result};
 pub use guard::{lock_detached, lock_state, touch_by_name, unlock_by_name, LockGuard, LockOptions};
 pub use mailbox::{MailboxLock, MailboxOptions, Order};
 pub use record_lock::{LockKind, RecordLockFlavor};

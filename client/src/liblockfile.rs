@@ -130,6 +130,8 @@ pub fn create_code(e: &Error) -> (i32, Errno) {
         Error::BadPath(_) => (L_ERROR, Errno::EINVAL),
         Error::NoMailbox(_) => (L_ERROR, Errno::ENOENT),
         Error::MailboxReplaced(_) => (L_ERROR, Errno::ESTALE),
+        Error::MailboxNotOpen(_) => (L_ERROR, Errno::EBADF),
+        Error::Internal(_) => (L_ERROR, Errno::EIO),
         Error::Io(e) => (L_ERROR, io_errno(e)),
     }
 }
@@ -207,7 +209,7 @@ mod tests {
         assert_eq!(lock(LockError::NotRegularFile), (L_ERROR, Errno::EEXIST));
         assert_eq!(call_errno(&Error::Lock(LockError::NotOurs)), Errno::EPERM);
         assert_eq!(
-            create_code(&Error::Helper("no".into())),
+            create_code(&Error::Helper(crate::HelperError::Closed)),
             (L_TMPLOCK, Errno::EACCES)
         );
     }

@@ -494,7 +494,7 @@ impl MailboxLock {
         let file = self
             .file
             .as_ref()
-            .ok_or_else(|| Error::BadPath(format!("{}: mailbox not open", self.path.display())))?;
+            .ok_or_else(|| Error::MailboxNotOpen(self.path.clone()))?;
         let meta = file.metadata()?;
         let start = meta.len();
         let mut tail = [0u8; 2];

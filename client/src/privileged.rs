@@ -30,7 +30,7 @@ use spoollock_protocol::{
     Welcome,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, HelperError, Result};
 use crate::target::LockTarget;
 use spoollock_lockfile::{Holder, LockState};
 
@@ -105,17 +105,12 @@ fn helper_path() -> PathBuf {
 /// it otherwise.
 fn installed_helper() -> Result<Helper> {
     let path = helper_path();
-    let meta = std::fs::metadata(&path).map_err(|e| {
-        Error::Helper(format!(
-            "this spool needs {}: {e}; install spoollock-helper setgid mail",
-            path.display()
-        ))
-    })?;
+    let meta = match std::fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(error) => return Err(HelperError::NotInstalled { path, error }.into()),
+    };
     if meta.mode() & 0o2000 == 0 || !meta.is_file() {
-        return Err(Error::Helper(format!(
-            "{} is not setgid; install spoollock-helper setgid mail (chgrp mail, chmod 2755)",
-            path.display()
-        )));
+        return Err(HelperError::NotSetgid { path }.into());
     }
     Ok(Helper {
         path,
@@ -192,7 +187,10 @@ impl HelperSession {
             // reason becomes the error (see `receive`).
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::Helper(format!("cannot run {}: {e}", helper.path.display())))?;
+            .map_err(|error| HelperError::Spawn {
+                path: helper.path.clone(),
+                error,
+            })?;
         let to_helper = child.stdin.take().expect("piped stdin");
         let from_helper = child.stdout.take().expect("piped stdout");
         let helper_stderr = child.stderr.take();
@@ -216,11 +214,11 @@ impl HelperSession {
     fn handshake(&mut self) -> Result<()> {
         let welcome: Welcome = self.receive()?;
         if !welcome.accepted {
-            return Err(Error::Helper(format!(
-                "helper speaks protocol version {}, this library {}",
-                welcome.version,
-                spoollock_protocol::PROTOCOL_VERSION
-            )));
+            return Err(HelperError::Version {
+                helper: welcome.version,
+                library: spoollock_protocol::PROTOCOL_VERSION,
+            }
+            .into());
         }
         match self.receive::<Reply>()? {
             Reply::Ready(info) => self.info = info,
@@ -382,16 +380,17 @@ impl HelperSession {
 
     /// Frames already encoded, in one write.
     fn send_raw(&mut self, frames: &[u8]) -> Result<()> {
-        let pipe = self
-            .to_helper
-            .as_mut()
-            .ok_or_else(|| Error::Helper("helper session already closed".into()))?;
+        let pipe = self.to_helper.as_mut().ok_or(HelperError::Closed)?;
         match pipe.write_all(frames) {
             Ok(()) => Ok(()),
             // The helper has gone (it refused to start, say): its own
             // words say why.
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(self.helper_exited()),
-            Err(e) => Err(Error::Helper(format!("talking to the helper: {e}"))),
+            Err(error) => Err(HelperError::Pipe {
+                doing: "writing to",
+                error,
+            }
+            .into()),
         }
     }
 
@@ -400,7 +399,7 @@ impl HelperSession {
             // The helper closed its end: it has exited (it holds the pipe
             // until then). Its own words say why, not ours.
             CodecError::Closed | CodecError::Truncated { .. } => self.helper_exited(),
-            e => Error::Helper(format!("reading from the helper: {e}")),
+            e => HelperError::Codec(e).into(),
         })
     }
 
@@ -411,7 +410,13 @@ impl HelperSession {
         const MAX_REASON: u64 = 4096;
         let status = match self.child.wait() {
             Ok(status) => status,
-            Err(e) => return Error::Helper(format!("waiting for the helper: {e}")),
+            Err(error) => {
+                return HelperError::Pipe {
+                    doing: "waiting for",
+                    error,
+                }
+                .into()
+            }
         };
         let mut said = Vec::new();
         if let Some(stderr) = self.helper_stderr.take() {
@@ -498,11 +503,9 @@ fn target_for_login(target: &LockTarget, login: &str) -> Result<Target> {
         .as_bytes()
         .strip_suffix(b".lock")
         .filter(|m| *m == login.as_bytes())
-        .ok_or_else(|| {
-            Error::Helper(format!(
-                "{}: on this spool only your own mailbox lock ({login}.lock) can be made",
-                target.path().display(),
-            ))
+        .ok_or_else(|| HelperError::NotOwnMailbox {
+            lock: target.path(),
+            login: login.to_owned(),
         })?;
     let spool = std::fs::canonicalize(&target.dir)?;
     Ok(Target {
@@ -512,7 +515,7 @@ fn target_for_login(target: &LockTarget, login: &str) -> Result<Target> {
 }
 
 fn codec_error(e: spoollock_protocol::CodecError) -> Error {
-    Error::Helper(format!("encoding a request: {e}"))
+    HelperError::Codec(e).into()
 }
 
 fn wait_spec(wait: Wait) -> WaitSpec {
@@ -612,7 +615,7 @@ fn refused_at(lock: &Path, refusal: Refusal) -> Error {
 }
 
 fn protocol_error(reply: &Reply) -> Error {
-    Error::Helper(format!("unexpected reply from the helper: {reply:?}"))
+    HelperError::UnexpectedReply(format!("{reply:?}")).into()
 }
 
 #[cfg(test)]

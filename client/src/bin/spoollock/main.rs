@@ -20,8 +20,8 @@ use std::time::SystemTime;
 
 use clap::Parser;
 use spoollock::{
-    lock_state, Error, Event, LockError, LockGuard, LockOptions, LockState, LockTarget,
-    MailboxLock, PidMode, Refusal,
+    lock_state, Error, Event, HelperError, LockError, LockGuard, LockOptions, LockState,
+    LockTarget, MailboxLock, PidMode, Refusal,
 };
 
 use cli::{Cli, Command, Common};
@@ -202,8 +202,12 @@ fn exit_code(e: &Error) -> u8 {
     match e {
         Error::Lock(LockError::Busy { .. } | LockError::Timeout { .. })
         | Error::Refused(Refusal::HeldBySession { .. }) => exit::BUSY,
+        Error::Helper(e) if e.is_installation() => exit::PERMISSION,
+        Error::Helper(HelperError::NotOwnMailbox { .. }) => exit::PERMISSION,
+        // Spawning, pipes, protocol: a failure of the moment, not a
+        // permission the caller lacks.
+        Error::Helper(_) => exit::ERROR,
         Error::Lock(LockError::Permission { .. })
-        | Error::Helper(_)
         | Error::Refused(_)
         | Error::HelperExited { .. }
         | Error::SpoolGroup { .. } => exit::PERMISSION,

@@ -24,9 +24,9 @@ const FORWARDED: [Signal; 4] = [
 /// Run `argv`, forwarding termination signals to it; its exit status as
 /// a shell would report it (128+N for signal N).
 pub fn run_with_lock(argv: &[OsString]) -> Result<u8, Error> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| Error::BadPath("no command given".into()))?;
+    let (program, args) = argv.split_first().ok_or(Error::Internal(
+        "run without a command (the command line requires one)",
+    ))?;
     let mut forwarded = SigSet::empty();
     for sig in FORWARDED {
         forwarded.add(sig);
