@@ -9,7 +9,9 @@ use nix::unistd::{getuid, User};
 use crate::error::{Error, Result};
 
 /// Spool directories searched for the caller's mailbox, in order.
-pub const SPOOL_DIRS: &[&str] = &["/var/mail", "/var/spool/mail"];
+/// The protocol crate's list, which the helper uses too, so the two
+/// cannot disagree.
+pub const SPOOL_DIRS: &[&str] = spoollock_protocol::paths::BUILTIN_SPOOLS;
 
 /// A lock file, split into the directory it lives in and its name there.
 #[derive(Debug, Clone, PartialEq, Eq)]
