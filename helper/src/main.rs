@@ -4,25 +4,35 @@
 //! `spoollock_protocol` for the protocol it speaks on its standard input
 //! and output.
 //!
-//! Start-up, in order (DESIGN.md, "The helper"):
-//! 1. descriptors 0, 1, 2 are made to exist (so no later open lands on
-//!    them), the group the setgid bit gave is parked in the saved set-gid
-//!    (so the syslog connection and the NSS lookups run with the caller's
-//!    gid), signals are reset, the environment is cleared, the umask is
-//!    fixed, core dumps and ptrace are disabled, `no_new_privs` is set;
-//! 2. `argc == 0` is refused before anything looks at `argv`; the only
-//!    argument accepted is `--help`, answered with every privilege dropped;
-//! 3. the audit channel (local syslog socket) must connect;
-//! 4. descriptors 0 and 1 must be pipes (read and write ends) and none of
-//!    0, 1, 2 may have been closed at exec;
-//! 5. the effective and saved gid at exec must be the helper's group (the
-//!    setgid bit took effect): otherwise it says so and exits, never
-//!    pretending;
-//! 6. the group stays parked in the saved set-gid, capabilities are
-//!    emptied.
+//! Start-up (`run`; `docs/design.md`, "The helper"). The steps keep the
+//! numbers the comments in `run` give them; step 3 runs before step 2, so
+//! that every later refusal is audited:
+//! - step 1: descriptors 0, 1, 2 are made to exist (so no later open lands on
+//!   them; which were closed at exec is remembered for step 4), the group
+//!   the setgid bit gave is parked in the saved set-gid (so the syslog
+//!   connection and the NSS lookups run with the caller's gid), signals
+//!   are reset, the environment is cleared, the umask is fixed, core dumps
+//!   and ptrace are disabled, `no_new_privs` is set (whether it was
+//!   already set at exec is noted first, for step 5's message); a failure
+//!   here is refused once the audit channel is up;
+//! - step 3: the audit channel (local syslog socket) must connect, and the login
+//!   is looked up from the real uid; without syslog only `--help` goes
+//!   on;
+//! - step 2: `argc == 0` (or an empty `argv[0]`) is refused; the only argument
+//!   accepted is `--help`, answered with every privilege dropped;
+//! - step 4: descriptors 0 and 1 must be pipes (read and write ends), 2 open for
+//!   writing, and none of 0, 1, 2 may have been closed at exec;
+//! - step 5: the effective and saved gid at exec must be the helper's group (the
+//!   setgid bit took effect): otherwise it says so and exits, never
+//!   pretending;
+//! - step 6: the group stays parked in the saved set-gid, capabilities are
+//!   emptied.
 //!
-//! Then the session runs; the group is raised only around the spool's
-//! directory-changing calls (see [`spoollock_helper::privilege`]).
+//! A refusal is said on standard error and, once the audit channel is up,
+//! recorded in the audit trail. Then the session runs with the spool
+//! configuration loaded; the group is raised only around the spool's
+//! directory-changing calls (see [`spoollock_helper::privilege`]), and
+//! dropped for good when the session ends.
 
 // `main` is the C entry point below, without std's runtime start-up (unit
 // tests keep the test harness's `main`).

@@ -5,10 +5,11 @@
 //! (`.lk<pid>.<random>.<host>.stale`; the helper now moves the caller's
 //! locks to one reserved name per caller, which the next move replaces);
 //! the caller cannot remove either (the spool is not theirs to write). When
-//! the session decides a dead helper may have left some (once per spool in
-//! every session, before its first lock attempt there, and after breaking a
-//! stale lock; see `Session::lock`), the helper removes such files when
-//! they are provably dead:
+//! the session decides a dead helper may have left some (where temporary
+//! files are named, once per spool in every session, before its first lock
+//! attempt there; everywhere, after an attempt that broke a stale lock; see
+//! `Session::lock`), the helper removes such files when they are provably
+//! dead:
 //!
 //! - the name has the lockfile crate's temporary form and names this host;
 //! - the file is a regular file with one link, owned by the caller (a cheap

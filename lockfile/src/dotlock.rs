@@ -1,20 +1,33 @@
 //! Acquire, check, refresh and release `NAME.lock`.
 //!
-//! Acquisition (DESIGN.md, "the dotlock algorithm"):
-//! 1. create a unique temporary file (`O_CREAT|O_EXCL|O_NOFOLLOW`, explicit
-//!    mode) and write the lock content into it, checking the write;
-//! 2. `linkat(temp, lock)`, and do not trust what it returns: the lock is
-//!    ours iff `fstatat(lock)` names the temp file's inode and the temp file
-//!    has exactly two links. A lost NFS reply can report `EEXIST` for a
-//!    link that was made, and a misbehaving server success for one that
-//!    was not; both are decided by the identity check;
+//! Acquisition (`docs/design.md`, "The dotlock algorithm"):
+//! 1. create a temporary file with an explicit mode and write the lock
+//!    content into it, checking the write. On the local file systems where
+//!    the kernel offers it the file is anonymous (`O_TMPFILE`, no name);
+//!    elsewhere (NFS, FUSE, no procfs) or on request it is a named file,
+//!    `.lk<pid>.<random>.<host>`, created with
+//!    `O_CREAT|O_EXCL|O_NOFOLLOW` (see `tempfile.rs`; decided per
+//!    directory by [`LockDir::anonymous_temps`]);
+//! 2. `linkat` it to the lock name (an anonymous file through
+//!    `/proc/self/fd/N`), and do not trust what it returns: the lock is
+//!    ours iff `fstatat(lock)` names the temporary file's inode and that
+//!    file has at least the links we made (two for a named file, its
+//!    temporary name and the lock's; one for an anonymous file; a breaker
+//!    that moved it aside and could not put it back may hold one more). A
+//!    lost NFS reply can report `EEXIST` for a link that was made, and a
+//!    misbehaving server success for one that was not; both are decided
+//!    by the identity check. Before each `link` after a wait, the file's
+//!    mtime is refreshed, so a lock taken after a long wait is not born
+//!    stale;
 //! 3. if the lock is someone else's: judge it (stale locks are broken, see
 //!    [`crate::stale`]), else wait and try again;
-//! 4. remove the temporary name on every path out.
+//! 4. remove the temporary name, if it has one, on every path out.
 //!
 //! The temp file's descriptor is kept while the lock is held: it *is* the
 //! lock's inode, so refreshing it (`futimens`) can only ever touch our own
 //! lock, never a successor that took the name after ours was broken.
+//! Releasing is either check-then-unlink or move-aside-and-compare, as
+//! [`Release`] says.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;

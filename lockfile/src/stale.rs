@@ -24,9 +24,12 @@
 //! microseconds between the breaker's re-check and its putting back (on
 //! NFS: a few round trips), and only for a lock that was old enough to be
 //! judged stale; or a breaker stopped in between (`SIGSTOP` by its owner),
-//! which keeps the window open as long as it is stopped. A release
-//! ([`crate::Dotlock::release`]) moves the lock aside and compares the same
-//! way, with the same window when the lock it moves is not its own.
+//! which keeps the window open as long as it is stopped. A release with
+//! [`crate::Release::MoveAside`] (the setgid helper's) moves the lock aside
+//! and compares the same way, with the same window when the lock it moves
+//! is not its own; the default release, [`crate::Release::CheckThenUnlink`],
+//! checks the name (through a fresh open on NFS) and then unlinks it, with
+//! the window that [`crate::Release`] describes.
 //! Tools that break locks by plain `unlink` (liblockfile, procmail) are not
 //! serialized by this and keep their own, wider window.
 //!
