@@ -134,9 +134,11 @@ pub fn reset_signals() -> Result<(), Errno> {
 /// Remove every environment variable.
 pub fn clear_environment() -> Result<(), Errno> {
     // SAFETY: `clearenv` is unsound only when another thread reads or
-    // writes the environment at the same time. It is called first thing
-    // in `main`, before the helper creates any thread, and nothing keeps a
-    // pointer into the environment (std copies what it reads).
+    // writes the environment at the same time. The helper never creates
+    // a thread, and this runs in `run`'s start-up, after only the
+    // descriptor fill, the parking of the group and the signal reset, none
+    // of which reads the environment; nothing keeps a pointer into it (std
+    // copies what it reads).
     unsafe { nix::env::clearenv() }.map_err(|_| Errno::EINVAL)?;
     if std::env::vars_os().next().is_some() {
         return Err(Errno::EINVAL);

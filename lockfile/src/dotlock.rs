@@ -190,7 +190,8 @@ impl Default for Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Release {
     /// Check that the name still leads to our file, then unlink it (two
-    /// system calls, nothing left behind whenever the process dies). The
+    /// system calls on a local file system; on NFS the check is a fresh
+    /// open, so four), nothing left behind whenever the process dies. The
     /// one window: a releaser stopped between the two for longer than the
     /// stale age, while another process breaks the lock and takes it again,
     /// would remove that process's lock. Only the releaser's own user can

@@ -14,7 +14,10 @@ pub fn ignore_file_size_signal() {
 /// Give the command `run` starts the default disposition back (an ignored
 /// signal stays ignored across exec).
 pub fn default_file_size_signal() {
-    // SAFETY: as above; SIG_DFL runs no handler code.
+    // SAFETY: installing SIG_DFL runs no handler code, so nothing here
+    // can be async-signal-unsafe. Threads may exist by now (the lock's
+    // keep-alive): `signal` changes the process-wide disposition
+    // atomically in the kernel, and no thread of ours handles SIGXFSZ.
     let _ = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigDfl) };
 }
 
