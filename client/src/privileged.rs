@@ -507,10 +507,22 @@ fn target_for_login(target: &LockTarget, login: &str) -> Result<Target> {
             lock: target.path(),
             login: login.to_owned(),
         })?;
-    let spool = std::fs::canonicalize(&target.dir)?;
+    debug_assert_eq!(mailbox, login.as_bytes());
+    // The helper compares spool paths byte for byte with its list: one
+    // that is not UTF-8 cannot be on it, and must not be made to look
+    // like another by a lossy conversion.
+    let spool = std::fs::canonicalize(&target.dir)?
+        .into_os_string()
+        .into_string()
+        .map_err(|raw| {
+            Error::BadPath(format!(
+                "{}: a spool path that is not UTF-8 cannot be a helper spool",
+                std::path::Path::new(&raw).display()
+            ))
+        })?;
     Ok(Target {
-        spool: SpoolSel::Path(spool.to_string_lossy().into_owned()),
-        mailbox: Some(String::from_utf8_lossy(mailbox).into_owned()),
+        spool: SpoolSel::Path(spool),
+        mailbox: Some(login.to_owned()),
     })
 }
 
