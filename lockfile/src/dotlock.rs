@@ -524,15 +524,11 @@ impl Dotlock {
         };
         if self.release == Release::CheckThenUnlink {
             before_move();
-            // Is the name still ours? (Through a fresh open on NFS.) Asked
-            // while our descriptor still holds the file open: once closed,
-            // a file broken and removed meanwhile could lose its inode
-            // number to a successor's lock, which would then pass as ours.
-            let held = self.is_held();
-            // Closed before removing: on NFS, unlinking a file we still
-            // hold open would leave a `.nfsXXXX` file behind.
+            // Close first: on NFS, unlinking a file we still hold open
+            // would leave a `.nfsXXXX` file behind.
             drop(fd);
-            if !held? {
+            // Is the name still ours? (Through a fresh open on NFS.)
+            if !self.is_held()? {
                 return Err(LockError::NotOurs);
             }
             let removed = with_raised(self.privilege.as_deref(), || {
