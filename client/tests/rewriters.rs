@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use spoollock::{Event, LockOptions, MailboxLock, MailboxOptions, Order, Wait};
 use support::*;
 
+/// The reader peer, after the shared [`PEER_LOCKS_C`].
 const PEER_REWRITER_C: &str = r#"
 /* A mail reader that empties the mailbox under its locks, as movemail and
  * MUAs do: it appends everything in MBOX to OUT, then renames an empty new
@@ -42,53 +43,6 @@ const PEER_REWRITER_C: &str = r#"
  * queue up across it. With GO it does one round: it takes the locks,
  * creates STOP to say so, waits (at most 60 s) until GO exists, then acts
  * and releases. */
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
-
-static void die(const char *what, const char *arg) {
-	fprintf(stderr, "peer_rewriter: %s %s: %s\n", what, arg, strerror(errno));
-	exit(1);
-}
-
-static void pause_ms(long ms) {
-	struct timespec t = {0, ms * 1000000L};
-	nanosleep(&t, NULL);
-}
-
-static void fcntl_lock(int fd, short type, const char *mbox) {
-	struct flock fl;
-	memset(&fl, 0, sizeof fl);
-	fl.l_type = type;
-	fl.l_whence = SEEK_SET;
-	while (fcntl(fd, type == F_UNLCK ? F_SETLK : F_SETLKW, &fl) < 0)
-		if (errno != EINTR)
-			die("fcntl", mbox);
-}
-
-static void dotlock(const char *lock) {
-	char pid[32];
-	int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
-	for (;;) {
-		int fd = open(lock, O_WRONLY | O_CREAT | O_EXCL, 0644);
-		if (fd >= 0) {
-			if (write(fd, pid, n) != n)
-				die("write", lock);
-			close(fd);
-			return;
-		}
-		if (errno != EEXIST)
-			die("open", lock);
-		pause_ms(1);
-	}
-}
-
 static void copy_out(int fd, const char *mbox, const char *out) {
 	struct stat st;
 	if (fstat(fd, &st) < 0)
@@ -186,7 +140,7 @@ int main(int argc, char **argv) {
 "#;
 
 fn peer_rewriter(test: &str) -> Option<PathBuf> {
-    c_program(test, "peer_rewriter", PEER_REWRITER_C)
+    c_program(test, "peer_rewriter", &[PEER_LOCKS_C, PEER_REWRITER_C])
 }
 
 /// Wait (bounded) until `path` exists.

@@ -379,18 +379,11 @@ pub fn describe(out: &Output) -> String {
 
 // --- the C peer -------------------------------------------------------------
 
-pub const PEER_WRITER_C: &str = r#"
-/* A mail writer that locks the way many C MDAs do: classic POSIX fcntl
- * locks (F_SETLKW: blocking, whole file) and/or an O_EXCL dotlock
- * (MBOX.lock holding "<pid>\n"), in the order given, holding the first
- * while it waits for the second: the hold-and-wait pattern that deadlocks
- * against a program taking the opposite order if that one also waits
- * while holding.
- *
- *   peer_writer fcntl|fcntl,dotlock|dotlock,fcntl MBOX ENTRY...
- *
- * Each ENTRY file is appended whole, in 512-byte writes with a yield in
- * between, so that an unlocked writer would interleave. */
+pub const PEER_LOCKS_C: &str = r#"
+/* What the C peers share: error exits, a millisecond pause, and the two
+ * locks the way many C mail programs take them: a classic POSIX fcntl lock
+ * (F_SETLKW: blocking, whole file) and an O_EXCL dotlock holding
+ * "<pid>\n", retried every millisecond. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -398,12 +391,19 @@ pub const PEER_WRITER_C: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 static void die(const char *what, const char *arg) {
-	fprintf(stderr, "peer_writer: %s %s: %s\n", what, arg, strerror(errno));
+	fprintf(stderr, "%s: %s %s: %s\n", program_invocation_short_name, what, arg,
+		strerror(errno));
 	exit(1);
+}
+
+static void pause_ms(long ms) {
+	struct timespec t = {0, ms * 1000000L};
+	nanosleep(&t, NULL);
 }
 
 static void fcntl_lock(int fd, short type, const char *mbox) {
@@ -429,11 +429,24 @@ static void dotlock(const char *lock) {
 		}
 		if (errno != EEXIST)
 			die("open", lock);
-		struct timespec ms = {0, 1000000};
-		nanosleep(&ms, NULL);
+		pause_ms(1);
 	}
 }
+"#;
 
+/// The writer peer, after [`PEER_LOCKS_C`].
+pub const PEER_WRITER_C: &str = r#"
+/* A mail writer that locks the way many C MDAs do: classic POSIX fcntl
+ * locks (F_SETLKW: blocking, whole file) and/or an O_EXCL dotlock
+ * (MBOX.lock holding "<pid>\n"), in the order given, holding the first
+ * while it waits for the second: the hold-and-wait pattern that deadlocks
+ * against a program taking the opposite order if that one also waits
+ * while holding.
+ *
+ *   peer_writer fcntl|fcntl,dotlock|dotlock,fcntl MBOX ENTRY...
+ *
+ * Each ENTRY file is appended whole, in 512-byte writes with a yield in
+ * between, so that an unlocked writer would interleave. */
 static char *slurp(const char *path, size_t *len) {
 	FILE *f = fopen(path, "rb");
 	if (!f)
@@ -502,12 +515,13 @@ int main(int argc, char **argv) {
 
 /// `peer_writer`, compiled once per test run with `cc`.
 pub fn peer_writer(test: &str) -> Option<PathBuf> {
-    c_program(test, "peer_writer", PEER_WRITER_C)
+    c_program(test, "peer_writer", &[PEER_LOCKS_C, PEER_WRITER_C])
 }
 
-/// The C program `name` built from `source` with `cc`, once per test run
-/// (under a private name, then renamed over the last run's).
-pub fn c_program(test: &str, name: &'static str, source: &'static str) -> Option<PathBuf> {
+/// The C program `name` built with `cc` from the concatenation of
+/// `sources`, once per test run (under a private name, then renamed over
+/// the last run's).
+pub fn c_program(test: &str, name: &'static str, sources: &[&str]) -> Option<PathBuf> {
     static BUILT: Mutex<BTreeMap<&str, Result<PathBuf, String>>> = Mutex::new(BTreeMap::new());
     if !have(test, &["cc"]) {
         return None;
@@ -518,7 +532,7 @@ pub fn c_program(test: &str, name: &'static str, source: &'static str) -> Option
         let src = dir.join(format!("{name}-{}.c", std::process::id()));
         let tmp = dir.join(format!("{name}-{}", std::process::id()));
         let exe = dir.join(name);
-        std::fs::write(&src, source).map_err(|e| e.to_string())?;
+        std::fs::write(&src, sources.concat()).map_err(|e| e.to_string())?;
         let out = Command::new("cc")
             .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
             .arg(&tmp)
