@@ -275,6 +275,19 @@ pub enum LockState {
 
 /// Acquire the lock `name` in `dir`.
 pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
+    acquire_interleaved(dir, name, opts, &mut || {})
+}
+
+/// [`acquire`] with `after_check` run each time the identity check found
+/// the name not ours, before the lock is looked at: tests use it to force
+/// the interleavings the algorithm must survive. Not for other uses.
+#[doc(hidden)]
+pub fn acquire_interleaved(
+    dir: &LockDir,
+    name: &OsStr,
+    opts: &Options,
+    after_check: &mut dyn FnMut(),
+) -> Result<Dotlock> {
     validate_name(name)?;
     let privilege = opts.privilege.as_deref();
     // Our pid, read once: the content, the temporary name and the taker.
@@ -322,6 +335,7 @@ pub fn acquire(dir: &LockDir, name: &OsStr, opts: &Options) -> Result<Dotlock> {
             Err(Errno::EEXIST | Errno::EIO | Errno::ESTALE | Errno::EINTR) | Ok(()) => {}
             Err(errno) => return Err(LockError::from_errno(Op::Link, errno)),
         }
+        after_check();
         // The file system's "now": our temp file's mtime, advanced by the
         // monotonic clock since it was written.
         let (base, at) = *fs_clock.get_or_insert_with(|| {

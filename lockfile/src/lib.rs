@@ -45,6 +45,8 @@ mod wait;
 
 pub use content::{AppendMark, Holder, LockContent, MAX_CONTENT};
 pub use dir::{validate_name, with_raised, FileId, FileVersion, LockDir, Privilege, NAME_MAX};
+#[doc(hidden)]
+pub use dotlock::acquire_interleaved;
 pub use dotlock::{
     acquire, check, current_id, remove_by_name, rewrite, touch_by_name, Dotlock, Event, LockState,
     Observer, Options, Owners, Release, DEFAULT_STALE_AGE,
