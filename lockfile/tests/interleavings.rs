@@ -1,7 +1,8 @@
 //! Interleavings forced step by step, as the model of `model/lock.pml`
 //! explores them: a breaker overtaken while the holder links its file
-//! again, a file holding an extra name at its holder's identity check, a
-//! release racing a break and a new holder.
+//! again, a file holding an extra name at its holder's identity check, an
+//! acquirer finding its own file linked back, a release racing a break
+//! and a new holder.
 //!
 //! The lock code has few seams, and the tests use two: the `between` hook
 //! of `break_stale_interleaved`, and a [`Privilege`] that raises nothing
@@ -22,7 +23,9 @@ use std::time::Duration;
 
 use common::{age_file, listing, Scratch};
 use spoollock_lockfile::stale::{break_stale, break_stale_interleaved, inspect, Broke};
-use spoollock_lockfile::{acquire, LockDir, LockError, Options, Privilege, Release, Wait};
+use spoollock_lockfile::{
+    acquire, acquire_interleaved, Event, LockDir, LockError, Options, Privilege, Release, Wait,
+};
 
 const LOCK: &str = "box.lock";
 /// A lock of a process on another host, judged by its age alone.
@@ -359,6 +362,108 @@ fn a_release_overtaken_by_a_break_and_a_new_holder_leaves_the_new_lock() {
         assert_eq!(listing(scratch.path()), vec![LOCK], "{kind:?}");
         assert!(acquire(&dir, name(), &no_wait()).unwrap_err().is_busy());
         c.release().unwrap();
+        assert!(listing(scratch.path()).is_empty(), "{kind:?}");
+    }
+}
+
+/// Found by the model (`BUG_OWN_WAIT` in `model/check.sh`). H linked its
+/// file; B, overtaken after its re-check, moved it aside, so H's identity
+/// check found the name free; then B linked it back, and H, looking at
+/// the name, found its own file. H must take it, not wait for it: a
+/// `--no-wait` or timed-out acquire reported `Busy` with its own pid as
+/// the holder and left its file behind as a lock nobody held, fresh for
+/// the stale age (the owner lives).
+#[test]
+fn an_acquirer_that_finds_its_own_file_linked_back_takes_the_lock() {
+    for kind in [Temps::Named, Temps::Anonymous] {
+        let scratch = Scratch::new("ownfile");
+        let Some(dir) = open_with(&scratch, kind) else {
+            continue;
+        };
+        plant_stale(&scratch);
+        let judged = inspect(&dir, name()).unwrap().unwrap();
+
+        let (go, go_rx) = channel();
+        let (linked, linked_rx) = channel();
+        let (moved, moved_rx) = channel(); // B to H: B moved H's file aside
+        let (checked, checked_rx) = channel(); // H to B: H found the name not its own
+        let (back, back_rx) = channel(); // B to H: B linked the file back
+        let (done, done_rx) = channel();
+        // H: 1 create, 2 link (then its identity check fails: the name is
+        // free), 3 link again, 4 remove its temporary name (named only).
+        let holder_seam = Seam::new(
+            move |n| {
+                if n == 1 {
+                    wait_for(&go_rx, "go for the holder");
+                }
+            },
+            move |n| {
+                if n == 2 {
+                    linked.send(()).unwrap();
+                    wait_for(&moved_rx, "move by the breaker");
+                }
+            },
+        );
+        let waited_on = Arc::new(Mutex::new(Vec::new()));
+        let seen = waited_on.clone();
+        let holder_opts = Options {
+            privilege: Some(holder_seam.clone()),
+            observer: Some(Arc::new(move |event: &Event| {
+                if let Event::Waiting(holder) = event {
+                    seen.lock().unwrap().push(holder.content.pid);
+                }
+            })),
+            ..no_wait()
+        };
+        let holder_dir = dir.clone();
+        let holder = thread::spawn(move || {
+            let mut first = true;
+            let taken = acquire_interleaved(&holder_dir, name(), &holder_opts, &mut || {
+                if std::mem::take(&mut first) {
+                    checked.send(()).unwrap();
+                    wait_for(&back_rx, "link back by the breaker");
+                }
+            });
+            done.send(()).unwrap();
+            taken
+        });
+
+        // B: 1 the rename, 2 the link back, 3 removing its aside name.
+        let breaker_seam = Seam::new(
+            move |n| {
+                if n == 2 {
+                    wait_for(&checked_rx, "the holder's failed check");
+                }
+            },
+            move |n| match n {
+                1 => moved.send(()).unwrap(),
+                2 => {
+                    back.send(()).unwrap();
+                    wait_for(&done_rx, "the holder's acquire");
+                }
+                _ => {}
+            },
+        );
+        let broke =
+            break_stale_interleaved(&dir, name(), &judged, Some(&*breaker_seam), &mut || {
+                std::fs::remove_file(scratch.path().join(LOCK)).unwrap();
+                go.send(()).unwrap();
+                wait_for(&linked_rx, "the holder's link");
+            })
+            .unwrap();
+
+        let taken = holder.join().unwrap();
+        assert_eq!(broke, Broke::Changed, "{kind:?}");
+        let me = Some(std::process::id());
+        assert!(
+            !waited_on.lock().unwrap().contains(&me),
+            "{kind:?}: the holder waited on its own lock"
+        );
+        let lock = taken.unwrap_or_else(|e| panic!("{kind:?}: {e:?}"));
+        assert!(lock.is_held().unwrap(), "{kind:?}");
+        assert_eq!(listing(scratch.path()), vec![LOCK], "{kind:?}");
+        assert_eq!(links_of_lock(&scratch), 1, "{kind:?}");
+        lock.release().unwrap();
         assert!(listing(scratch.path()).is_empty(), "{kind:?}");
     }
 }
