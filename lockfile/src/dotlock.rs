@@ -355,6 +355,12 @@ pub fn acquire_interleaved(
             continue;
         };
         vanished = 0;
+        // Our own file: a breaker moved it aside after our link (so our
+        // check found the name free) and has linked it back. It is ours to
+        // check again, not a lock to judge or to wait for.
+        if existing.version.id == ours {
+            continue;
+        }
         opts.owners.admit(&existing)?;
         if let Some(reason) = judge_trusting(
             &existing.content,
