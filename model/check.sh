@@ -246,6 +246,12 @@ while IFS='|' read -r name kind expect flags what; do
   fi
 done <<<"$runs"
 
+# What a replay needs stays (the model, its trail, pan's report); the
+# generated verifier goes.
+for dir in "$out"/*/; do
+  rm -f "$dir"pan "$dir"pan.[bchmpt] "$dir"_spin_nvr.tmp
+done
+
 if [ "$status" != 0 ]; then
   echo "model/check.sh: FAILED (runs kept in $out)" >&2
 else
