@@ -62,7 +62,7 @@ limit-ctu       |safety  |found|-DSTOPS       |known limit: CheckThenUnlink's wi
 limit-window    |safety  |found|-DMOVE_ASIDE -DOPEN_WINDOW|known limit: the residual window of a move aside by mistake
 limit-lying     |safety  |found|-DNFS -DSTOPS -DLYING_SERVER|known limit: a server that reports a link it did not make
 sanity-progress |progress|found|-DLIVENESS -DNO_AGING|the progress check bites: a lock nobody keeps fresh never goes stale
-open-shared-aside|safety |found|-DMOVE_ASIDE -DSHARED_ASIDE|open finding: two helper sessions of one user share the reserved aside name
+bug-shared-aside|safety  |found|-DMOVE_ASIDE -DSHARED_ASIDE|found by the model: sessions sharing one aside name remove a third process's lock (the helper now keeps one per session)
 EOF
 )
 deep_runs=$(cat <<'EOF'

@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstatat, FileStat, SFlag};
 use spoollock_lockfile::{
-    acquire, aside_name, check, process_state, remove_by_name, touch_by_name, BreakOutcome,
+    acquire, check, private_aside_name, process_state, remove_by_name, touch_by_name, BreakOutcome,
     Dotlock, Holder, Journal, LockContent, LockDir, LockError, LockState, Op, Options, Owners,
     PidMode, ProcState, Release, StaleReason, Wait, MAX_CONTENT,
 };
@@ -140,6 +140,10 @@ pub struct Session {
     lost: Option<usize>,
     /// Spools already swept of the caller's dead temporary files.
     swept: Vec<usize>,
+    /// This session's own name to move the caller's locks aside to, for
+    /// breaks and releases alike: never shared with another session (see
+    /// `lockfile::private_aside_name`).
+    aside: std::ffi::OsString,
     /// Set when a lock operation broke a stale lock: a dead helper was
     /// here, and may have left files (see `lock`).
     broke_stale: Arc<AtomicBool>,
@@ -182,6 +186,7 @@ impl Session {
             held: None,
             lost: None,
             swept: Vec::new(),
+            aside: private_aside_name(),
             broke_stale: Arc::default(),
             no_namesake: false,
             opened: Vec::new(),
@@ -531,7 +536,7 @@ impl Session {
 
     /// The lockfile options for the caller's lock in spool `index`: the
     /// helper's privilege; only the caller's and root's files are locks
-    /// (root-run delivery agents lock as root); the caller's one aside name;
+    /// (root-run delivery agents lock as root); this session's aside name;
     /// every break announced in the audit trail first.
     fn options(&self, index: usize, stale_age: Duration) -> Options {
         let uid = self.caller().uid.as_raw();
@@ -548,7 +553,7 @@ impl Session {
             privilege: Some(self.privilege.clone()),
             interrupt: Some(self.interrupt.clone()),
             owners: Owners::Only(vec![uid, 0]),
-            aside: Some(aside_name(uid)),
+            aside: Some(self.aside.clone()),
             // The caller controls this process's scheduling: no window
             // between a check and a removal (see `Release`).
             release: Release::MoveAside,
@@ -614,19 +619,19 @@ impl Session {
         }
         let name = policy::lock_name(&self.caller().login);
         // The caller's dead temporary files, which the caller cannot remove
-        // (see `sweep`). Where temporary files are named (NFS), a helper
-        // killed at the wrong moment leaves one: swept once per spool in
-        // every session, before the first attempt there (so that killing
-        // helpers early never skips it). On a local spool they are
-        // anonymous, and what a dead helper leaves is its lock (stale at
-        // once: its holder is gone) and at most one file at the caller's
-        // aside name, which the next break or release replaces: nothing to
-        // sweep, and another user's lock costs nothing for files that are
-        // not theirs. Everywhere, after an attempt that broke a stale lock
-        // (a helper killed between `link` and unlinking its named temporary
-        // file leaves it linked to its stale lock until that lock is
-        // broken; files older versions left go then too).
-        if !dir.anonymous_temps() && !self.swept.contains(&index) {
+        // (see `sweep`): swept once per spool in every session, before the
+        // first attempt there (so that killing helpers early never skips
+        // it). A helper killed at the wrong moment leaves one: where
+        // temporary files are named (NFS), its temporary file; everywhere,
+        // a lock it was moving aside, at its session's own aside name
+        // (`.lk<pid>.<random>.<host>.stale`, which no other session moves
+        // anything to: see `lockfile::private_aside_name`). Again after an
+        // attempt that broke a stale lock (a helper killed between `link`
+        // and unlinking its named temporary file leaves it linked to its
+        // stale lock until that lock is broken). Another user's files cost
+        // the sweep one `fstatat` each, and only where their name has the
+        // temporary form.
+        if !self.swept.contains(&index) {
             self.swept.push(index);
             self.sweep(index, &dir);
         }
@@ -635,12 +640,7 @@ impl Session {
             return Err(Refusal::AuditUnavailable);
         }
         let acquired = acquire(&dir, name.as_ref(), &opts);
-        // (The first attempt may have found anonymous files unusable here.)
-        let unswept = !dir.anonymous_temps() && !self.swept.contains(&index);
-        if unswept || self.broke_stale.load(Ordering::Relaxed) {
-            if unswept {
-                self.swept.push(index);
-            }
+        if self.broke_stale.load(Ordering::Relaxed) {
             self.sweep(index, &dir);
         }
         let lock = acquired.map_err(|e| not_a_lock(&dir, &name, e))?;

@@ -1,19 +1,19 @@
-//! Removing the caller's leftovers: on NFS, a helper killed (SIGKILL, or
-//! SIGSTOP then SIGKILL) between creating its named temporary file and
-//! unlinking it leaves `.lk<pid>.<random>.<host>` in the spool, and older
-//! versions left the locks they moved aside while breaking one
-//! (`.lk<pid>.<random>.<host>.stale`; the helper now moves the caller's
-//! locks to one reserved name per caller, which the next move replaces);
-//! the caller cannot remove either (the spool is not theirs to write). When
-//! the session decides a dead helper may have left some (where temporary
-//! files are named, once per spool in every session, before its first lock
-//! attempt there; everywhere, after an attempt that broke a stale lock; see
-//! `Session::lock`), the helper removes such files when they are provably
-//! dead:
+//! Removing the caller's leftovers. A helper killed (SIGKILL, or SIGSTOP
+//! then SIGKILL) at the wrong moment leaves, where temporary files are
+//! named (NFS), its temporary file `.lk<pid>.<random>.<host>`; and
+//! everywhere, a lock it was moving aside (a break's or its release's) at
+//! its session's own aside name `.lk<pid>.<random>.<host>.stale` (see
+//! `lockfile::private_aside_name`; older versions used such names too, or
+//! one reserved name per caller, which sessions shared). The caller cannot
+//! remove either: the spool is not theirs to write. Each session sweeps a
+//! spool once, before its first lock attempt there, and again after an
+//! attempt that broke a stale lock (see `Session::lock`), removing such
+//! files when they are provably dead:
 //!
 //! - the name has the lockfile crate's temporary form and names this host;
-//! - the file is a regular file with one link, owned by the caller (a cheap
-//!   `fstatat`, first: another user's files cost no more than that);
+//! - the file is a regular file with at most two links, owned by the caller
+//!   (a cheap `fstatat`, first: another user's files cost no more than
+//!   that);
 //! - the process it names no longer exists.
 //!
 //! Files of other users, of live processes or of other hosts are never
@@ -145,7 +145,12 @@ pub fn sweep(
                 continue;
             }
         };
-        if !is_kind(&st, SFlag::S_IFREG) || st.st_uid != caller_uid || st.st_nlink != 1 {
+        // Two links at most: a dead session's aside file can still be
+        // named by a dead helper's temporary file (NFS) or by the lock name
+        // (put back by `link`, then killed before the aside name was
+        // dropped). Removing a name never touches the file's other names,
+        // and no live process counts the links of a file a dead one made.
+        if !is_kind(&st, SFlag::S_IFREG) || st.st_uid != caller_uid || st.st_nlink > 2 {
             continue;
         }
         if process_state(pid) != ProcState::Gone {

@@ -11,7 +11,7 @@
 //! linked, at a random change; see `support/kill_points.rs`) and after
 //! random delays. After each, the files in the spool other than the two
 //! mailboxes are counted: never more than [`BOUND`], the caller's lock
-//! name and its one aside name. The figures (largest count, what is left
+//! name and the last killed session's aside name. The figures (largest count, what is left
 //! at the end, a later lock and release of the caller and of another user)
 //! are printed.
 //!
@@ -21,10 +21,10 @@
 //!
 //! A last scenario fills the spool with 20,000 dead temporary files of the
 //! caller (as a version without the bound could leave) and shows another
-//! user's lock and release stay cheap (their helper does not sweep a local
-//! spool unless it broke a stale lock, and a sweep looks at the owner before
-//! anything costly), and that the caller's next break sweeps them. Its
-//! figures are printed, not asserted.
+//! user's lock and release stay cheap (their sweep reads the directory
+//! and looks at the owner of each temporary-form name, nothing costlier:
+//! the caller's files are not theirs), and that the caller's next session
+//! sweeps them. Its figures are printed, not asserted.
 //!
 //! Run as root: `cargo test -p spoollock-helper --test leftovers`.
 
@@ -49,8 +49,9 @@ use support::*;
 /// Killed helpers started.
 const HELPERS: usize = 2000;
 /// The most files the caller's killed helpers may leave: the lock (stale,
-/// its holder is dead: the next locker breaks it) and the one name the
-/// helper moves the caller's locks aside to.
+/// its holder is dead: the next locker breaks it) and the aside name of
+/// the last killed session (each session has its own; the next session's
+/// sweep removes a dead one's).
 const BOUND: usize = 2;
 
 /// A small pseudo-random sequence (xorshift), seeded from the clock; the

@@ -150,10 +150,12 @@ pub struct Options {
     pub owners: Owners,
     /// The name a lock is moved to before it is removed, when a stale lock
     /// is broken and when a held lock is released; `None` (the default) for
-    /// a fresh private name each time. The setgid helper gives each caller
-    /// one name ([`crate::aside_name`]), so a helper killed between the move
-    /// and the removal leaves at most that one file per caller: the next
-    /// move replaces it.
+    /// a fresh private name each time. The setgid helper keeps one per
+    /// session ([`crate::private_aside_name`]), so a helper killed between
+    /// the move and the removal leaves at most that one file, which a sweep
+    /// of dead temporary files recognizes. Never share one name between
+    /// lockers that may move locks at the same time (see
+    /// [`crate::private_aside_name`]).
     pub aside: Option<OsString>,
     /// How a held lock is removed when it is released (see [`Release`]).
     pub release: Release,

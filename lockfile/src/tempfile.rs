@@ -58,17 +58,19 @@ pub(crate) fn temp_name(me: u32, suffix: &str) -> OsString {
     OsString::from_vec(name.into_bytes())
 }
 
-/// The one name that the locks of the user with uid `uid` are moved to
-/// before they are removed, on this host (`.lkaside.<uid>.<host>`): see
-/// [`crate::Options::aside`]. Never taken for a temporary file of
-/// `temp_name`'s form, so no sweep of dead temporary files removes it
-/// while a break or a release uses it.
-pub fn aside_name(uid: u32) -> OsString {
-    let host = &local_host().host;
-    let host = &host[..host.len().min(HOST_PART)];
-    let mut name = format!(".lkaside.{uid}.{host}");
-    name.truncate(MAX_TEMP_NAME);
-    OsString::from_vec(name.into_bytes())
+/// A name of this process's own to move locks aside to (see
+/// [`crate::Options::aside`]): a fresh aside name (`.lk<pid>.<random>.<host>.stale`)
+/// drawn once and kept, so that a locker killed between a move and the
+/// removal leaves at most that one file, which its next move would replace,
+/// and which a sweep of dead temporary files recognizes by its dead pid.
+///
+/// Give it to one locker only, one that never moves two locks at once (the
+/// helper: one per session). A name two lockers share lets one's removal
+/// meet the other's move: a breaker overtaken after its re-check moves a
+/// third process's new lock onto the shared name just before a releaser
+/// removes the file it left there (`model/README.md`, `bug-shared-aside`).
+pub fn private_aside_name() -> OsString {
+    temp_name(std::process::id(), ".stale")
 }
 
 /// An open, written temporary file in the lock directory.

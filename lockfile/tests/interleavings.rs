@@ -24,7 +24,8 @@ use std::time::Duration;
 use common::{age_file, listing, Scratch};
 use spoollock_lockfile::stale::{break_stale, break_stale_interleaved, inspect, Broke};
 use spoollock_lockfile::{
-    acquire, acquire_interleaved, Event, LockDir, LockError, Options, Privilege, Release, Wait,
+    acquire, acquire_interleaved, private_aside_name, Event, LockDir, LockError, Options,
+    Privilege, Release, Wait,
 };
 
 const LOCK: &str = "box.lock";
@@ -466,4 +467,88 @@ fn an_acquirer_that_finds_its_own_file_linked_back_takes_the_lock() {
         lock.release().unwrap();
         assert!(listing(scratch.path()).is_empty(), "{kind:?}");
     }
+}
+
+/// Found by the model (model/README.md, `bug-shared-aside`): lockers that
+/// shared one reserved aside name (the helper once gave every session of
+/// a user the same) could destroy a third process's lock. A releases with
+/// [`Release::MoveAside`]: its lock is at its aside name, found its own,
+/// about to be unlinked there. C takes the free lock name. B, a breaker
+/// overtaken after its re-check (it judged A's lock stale: A had been
+/// stopped), moves C's lock aside. With one shared name, B's move replaced
+/// A's file and A's unlink removed C's lock, which C still held, and B
+/// took the lock too. With a name of its own each ([`private_aside_name`],
+/// what the helper gives each session now), A removes only its own file
+/// and B puts C's lock back.
+#[test]
+fn lockers_with_their_own_aside_names_never_remove_a_third_lock() {
+    let scratch = Scratch::new("ownaside");
+    let dir = LockDir::open(scratch.path()).unwrap();
+    let own = |seam: &Arc<Seam>| Options {
+        privilege: Some(seam.clone()),
+        aside: Some(private_aside_name()),
+        release: Release::MoveAside,
+        ..no_wait()
+    };
+
+    let (rechecked, rechecked_rx) = channel(); // B: about to move
+    let (go, go_rx) = channel(); // to B: move now
+    let (moved, moved_rx) = channel(); // B: moved
+    let (unlinked, unlinked_rx) = channel(); // A: its unlink is done
+                                             // B: 1 create, 2 link (the name is A's), 3 the move of its break; B
+                                             // goes on (reads what it moved, removes or puts back) only after A's
+                                             // unlink, the order that lost C's lock with a shared name.
+    let b_seam = Seam::new(
+        move |n| {
+            if n == 3 {
+                rechecked.send(()).unwrap();
+                wait_for(&go_rx, "go for the breaker");
+            }
+        },
+        move |n| {
+            if n == 3 {
+                moved.send(()).unwrap();
+                wait_for(&unlinked_rx, "the releaser's unlink");
+            }
+        },
+    );
+
+    // A's release: 1 its move onto its aside name, 2 the unlink there;
+    // before the unlink, C takes the lock and B moves it.
+    let armed = Arc::new(AtomicU32::new(0));
+    let taken_by_c = Arc::new(Mutex::new(None));
+    let (a_armed, c_slot, c_dir) = (armed.clone(), taken_by_c.clone(), dir.clone());
+    let a_after = armed.clone();
+    let a_seam = Seam::new(
+        move |_| {
+            if a_armed.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            if a_armed.fetch_add(1, Ordering::SeqCst) == 2 {
+                *c_slot.lock().unwrap() = Some(acquire(&c_dir, name(), &no_wait()).unwrap());
+                go.send(()).unwrap();
+                wait_for(&moved_rx, "the breaker's move");
+            }
+        },
+        move |_| {
+            if a_after.load(Ordering::SeqCst) == 3 {
+                a_after.store(4, Ordering::SeqCst);
+                unlinked.send(()).unwrap();
+            }
+        },
+    );
+    let a = acquire(&dir, name(), &own(&a_seam)).unwrap();
+    // A was stopped past the stale age: its lock is old.
+    age_file(&scratch.path().join(LOCK), 3600);
+
+    let (b_dir, b_opts) = (dir.clone(), own(&b_seam));
+    let breaker = thread::spawn(move || acquire(&b_dir, name(), &b_opts));
+    wait_for(&rechecked_rx, "the breaker's re-check");
+    armed.store(1, Ordering::SeqCst);
+    a.release().unwrap();
+    let b = breaker.join().unwrap();
+    let c = taken_by_c.lock().unwrap().take().expect("C took the lock");
+
+    assert!(c.is_held().unwrap(), "C's lock was removed while C held it");
+    assert!(b.unwrap_err().is_busy(), "B took the lock C holds");
 }
