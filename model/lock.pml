@@ -172,7 +172,7 @@ byte g;
 #define ANON (me != 0)         /* local: process 0 with named ones
                                   (use_named_temps), the others anonymous */
 #endif
-/* @ tempfile.rs:247-253 links_when_locked "if self.name.is_some()" */
+/* @ tempfile.rs:289-295 links_when_locked "if self.name.is_some()" */
 #define LINKS_WHEN_LOCKED (ANON -> 1 : 2)
 
 /* ------------------------------------------------------------------ */
@@ -242,10 +242,10 @@ mtype = { OK, EEXIST, ENOENT };
 /* The temporary file if there is none yet, and its refresh if it is old,
    as part of the link's transition: a file of one's own that is not the
    lock is seen by nobody until it is linked (README, "Atomicity").
-   @ dotlock.rs:298 acquire_interleaved "let mut temp = TempFile::create(dir, me"
-   @ tempfile.rs:93-119 create "let (name, fd) = match Self::create_anonymous"
-   @ dotlock.rs:305 acquire_interleaved "temp.refresh_if_old()?;"
-   @ tempfile.rs:202-210 refresh_if_old "futimens(self.fd(), &TimeSpec::UTIME_NOW" */
+   @ dotlock.rs:296 acquire_interleaved "let mut temp = TempFile::create(dir, me"
+   @ tempfile.rs:135-161 create "let (name, fd) = match Self::create_anonymous"
+   @ dotlock.rs:303 acquire_interleaved "temp.refresh_if_old()?;"
+   @ tempfile.rs:244-252 refresh_if_old "futimens(self.fd(), &TimeSpec::UTIME_NOW" */
 inline prepare() {
     if
     :: t == NONE ->
@@ -374,8 +374,8 @@ proctype P(byte me) {
        /* ============ acquire ============
           @ dotlock.rs:285-391 acquire_interleaved "pub fn acquire_interleaved(" */
 retry: skip;
-       /* @ dotlock.rs:306 acquire_interleaved "let linked = temp.link_to(name);"
-          @ tempfile.rs:219-243 link_to "linkat(self.dir, temp.as_os_str(), self.dir, name" */
+       /* @ dotlock.rs:304 acquire_interleaved "let linked = temp.link_to(name);"
+          @ tempfile.rs:261-285 link_to "linkat(self.dir, temp.as_os_str(), self.dir, name" */
        if
        :: d_step { LOST_ITS_NAME ->
                    /* ENOENT: a fresh temporary file.
@@ -403,11 +403,11 @@ retry: skip;
        fi;
 #else
        /* The identity check.
-          @ dotlock.rs:312 acquire_interleaved "let temp_st = temp.stat()?;" */
+          @ dotlock.rs:310 acquire_interleaved "let temp_st = temp.stat()?;" */
        d_step { rep = 0; nl = nlink[t] };
        /* fstatat of the name, the one lookup the code does not make
           fresh: on NFS the client's lookup cache may answer it.
-          @ dotlock.rs:314 acquire_interleaved "let at_name = absent_ok(dir.stat(name), Op::Stat)?;" */
+          @ dotlock.rs:312 acquire_interleaved "let at_name = absent_ok(dir.stat(name), Op::Stat)?;" */
 #ifdef NFS
        if
        :: d_step { cache[me] != UNK -> at = cache[me] }
@@ -416,7 +416,7 @@ retry: skip;
 #else
        d_step { at = lk };
 #endif
-       /* @ dotlock.rs:318-319 acquire_interleaved "temp_st.st_nlink >= temp.links_when_locked()" */
+       /* @ dotlock.rs:316-317 acquire_interleaved "temp_st.st_nlink >= temp.links_when_locked()" */
        if
        :: at == t && nl >= LINKS_WHEN_LOCKED -> at = NONE; nl = 0; goto ours
        :: else -> at = NONE; nl = 0
@@ -424,7 +424,7 @@ retry: skip;
 #endif
 
        /* Not ours: what is there (through a fresh open), and is it stale?
-          @ dotlock.rs:349 acquire_interleaved "let Some(existing) = inspect(dir, name)? else"
+          @ dotlock.rs:347 acquire_interleaved "let Some(existing) = inspect(dir, name)? else"
           @ stale.rs:126-156 open_lock "let fd = match openat(dir, name, flags, Mode::empty())"
           @ dotlock.rs:365-371 acquire_interleaved "if let Some(reason) = judge_trusting("
           @ stale.rs:215-240 judge_trusting "ProcState::Gone => return Some(StaleReason::DeadProcess)" */
@@ -464,7 +464,7 @@ wait: skip;
        goto retry;
 
 break_stale: skip;
-       /* @ dotlock.rs:381 acquire_interleaved "break_with(dir, name, &existing, &mover"
+       /* @ dotlock.rs:379 acquire_interleaved "break_with(dir, name, &existing, &mover"
           @ stale.rs:328-361 break_with "pub(crate) fn break_with(" */
 #if !defined(MUT_BREAK_NOCHECK) && !defined(MUT_NO_RECHECK)
        /* Re-check through a fresh open.
@@ -520,7 +520,7 @@ broke: skip;
 
 ours: skip;
        /* @ dotlock.rs:319-331 acquire_interleaved "fd: Some(temp.into_fd()),"
-          @ tempfile.rs:276-279 into_fd "self.unlink_name();" */
+          @ tempfile.rs:318-321 into_fd "self.unlink_name();" */
        d_step {
            assert(exists(t));
            if :: !ANON -> nlink[t]--; tname[me] = NONE :: else fi;
@@ -537,7 +537,7 @@ progress_cs:
               holder that was not stopped both steps change nothing.
               @ dotlock.rs:491-500 touch "futimens(fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)" */
            d_step { touched = 1; old[t] = 0; newver(t) };
-           /* @ dotlock.rs:465-467 is_held "current_id(&self.dir, &self.name)? == Some(self.id)" */
+           /* @ dotlock.rs:463-465 is_held "current_id(&self.dir, &self.name)? == Some(self.id)" */
            d_step {
                CACHE(me, lk);
                if
@@ -575,7 +575,7 @@ progress_cs:
        :: else -> d_step { t = NONE; rel[me] = NONE }; goto released   /* NotOurs */
        fi;
 #endif
-       /* @ dotlock.rs:556-558 release_steps "unlinkat(&self.dir, self.name.as_os_str()" */
+       /* @ dotlock.rs:554-556 release_steps "unlinkat(&self.dir, self.name.as_os_str()" */
        d_step {
            same = 0; t = NONE; rel[me] = NONE;
            if

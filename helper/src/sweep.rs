@@ -10,7 +10,8 @@
 //! attempt that broke a stale lock (see `Session::lock`), removing such
 //! files when they are provably dead:
 //!
-//! - the name has the lockfile crate's temporary form and names this host;
+//! - the name has the lockfile crate's temporary form and names this host
+//!   (`lockfile::temp_name_owner`, beside the code that writes it);
 //! - the file is a regular file with at most two links, owned by the caller
 //!   (a cheap `fstatat`, first: another user's files cost no more than
 //!   that);
@@ -25,40 +26,14 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
-use spoollock_lockfile::{local_host, process_state, with_raised, LockDir, Privilege, ProcState};
+use spoollock_lockfile::{
+    local_host, process_state, temp_name_owner, with_raised, LockDir, Privilege, ProcState,
+};
 
 use crate::trusted::is_kind;
 
 /// How many directory entries one sweep looks at, at most.
 const MAX_SCAN: usize = 100_000;
-
-/// The pid a temporary name belongs to, if `name` is a temporary file
-/// name made on this host.
-pub fn temp_owner(name: &str, host: &str) -> Option<u32> {
-    let rest = name.strip_prefix(".lk")?;
-    let (pid, rest) = rest.split_once('.')?;
-    let (random, host_part) = rest.split_once('.')?;
-    if pid.is_empty() || pid.len() > 8 || random.len() != 16 {
-        return None;
-    }
-    if !pid
-        .bytes()
-        .chain(random.bytes())
-        .all(|b| b.is_ascii_hexdigit())
-    {
-        return None;
-    }
-    // Exactly our host name as the lockfile crate writes it (at most 32
-    // bytes), then nothing or the aside suffix `.stale`, which the 64-byte
-    // cap on temporary names may have cut short. Another host whose name
-    // merely starts like ours ("mx" and "mx2") is not us.
-    let host32 = &host[..host.len().min(32)];
-    let suffix = host_part.strip_prefix(host32)?;
-    if host32.is_empty() || !".stale".starts_with(suffix) {
-        return None;
-    }
-    u32::from_str_radix(pid, 16).ok()
-}
 
 /// What a sweep did: the names removed, and those it should have removed
 /// but could not (with why; `.` when the spool could not be listed;
@@ -128,7 +103,7 @@ pub fn sweep(
         let Ok(name) = entry.file_name().to_str() else {
             continue;
         };
-        if let Some(pid) = temp_owner(name, host) {
+        if let Some(pid) = temp_name_owner(name, host) {
             if pid != me {
                 candidates.push((name.to_owned(), pid));
             }
@@ -182,41 +157,6 @@ pub fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn recognises_only_temporary_names_of_this_host() {
-        let host = "mail-1.example.org";
-        assert_eq!(
-            temp_owner(".lk1f2a.0123456789abcdef.mail-1.example.org", host),
-            Some(0x1f2a)
-        );
-        assert_eq!(
-            temp_owner(".lk1f2a.0123456789abcdef.mail-1.example.org.stale", host),
-            Some(0x1f2a)
-        );
-        // The 64-byte cap can cut the `.stale` suffix, never the host.
-        assert_eq!(
-            temp_owner(".lk1f2a.0123456789abcdef.mail-1.example.org.st", host),
-            Some(0x1f2a)
-        );
-        for other in [
-            "alice",
-            "alice.lock",
-            ".lk",
-            ".lk1f2a.0123456789abcdef.otherhost",
-            // A host whose name is a prefix of ours, or ours a prefix of it.
-            ".lk10.0123456789abcdef.mail-1",
-            ".lk10.0123456789abcdef.mail-1.example.org2",
-            ".lk10.0123456789abcdef.mail-1.example.org.stalex",
-            ".lk1f2a.0123456789abcdef.",
-            ".lk1f2a.0123.mail-1.example.org",
-            ".lkzz.0123456789abcdef.mail-1.example.org",
-            ".lk.0123456789abcdef.mail-1.example.org",
-            ".lk123456789.0123456789abcdef.mail-1.example.org",
-        ] {
-            assert_eq!(temp_owner(other, host), None, "{other}");
-        }
-    }
 
     /// A privilege that can never be raised.
     #[derive(Debug)]

@@ -48,7 +48,7 @@ use crate::stale::{
     break_with, inspect, judge_trusting, open_lock, put_back, Broke, Existing, Journal, Mover,
     StaleReason,
 };
-use crate::tempfile::{temp_name, TempFile};
+use crate::tempfile::{aside_temp_name, TempFile};
 use crate::wait::{Backoff, Wait, Waiter};
 
 /// liblockfile's and Dovecot's default: a lock not refreshed for five
@@ -239,9 +239,7 @@ impl Options {
     /// The name to move a lock to: the reserved one, or a fresh one of
     /// process `me`.
     fn aside_for(&self, me: u32) -> OsString {
-        self.aside
-            .clone()
-            .unwrap_or_else(|| temp_name(me, ".stale"))
+        self.aside.clone().unwrap_or_else(|| aside_temp_name(me))
     }
 }
 
@@ -566,7 +564,7 @@ impl Dotlock {
         let aside = self
             .aside
             .clone()
-            .unwrap_or_else(|| temp_name(std::process::id(), ".stale"));
+            .unwrap_or_else(|| aside_temp_name(std::process::id()));
         before_move();
         let moved = with_raised(privilege, || {
             renameat(
@@ -750,7 +748,7 @@ mod tests {
             let dir = std::env::temp_dir().join(format!(
                 "spoollock-unit-{tag}-{}-{}",
                 std::process::id(),
-                temp_name(0, "").to_string_lossy()
+                crate::tempfile::temp_name(0, "").to_string_lossy()
             ));
             std::fs::create_dir_all(&dir).unwrap();
             Scratch(dir)

@@ -54,5 +54,5 @@ pub use dotlock::{
 pub use error::{LockError, Op, Result};
 pub use host::{content_for, local_host, process_state, LocalHost, PidMode, ProcState};
 pub use stale::{judge, judge_trusting, BreakOutcome, Journal, StaleReason};
-pub use tempfile::{private_aside_name, MAX_TEMP_NAME};
+pub use tempfile::{private_aside_name, temp_name_owner, MAX_TEMP_NAME};
 pub use wait::{Backoff, Wait};

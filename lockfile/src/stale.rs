@@ -62,7 +62,7 @@ use crate::dir::{absent_ok, is_regular, with_raised, FileVersion, LockDir, Privi
 use crate::dotlock::current_id;
 use crate::error::{LockError, Op, Result};
 use crate::host::{local_host, process_state, ProcState};
-use crate::tempfile::temp_name;
+use crate::tempfile::aside_temp_name;
 
 /// Why a lock was judged stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,7 +314,7 @@ pub fn break_stale_interleaved(
     privilege: Option<&dyn Privilege>,
     between: &mut dyn FnMut(),
 ) -> Result<Broke> {
-    let aside = temp_name(std::process::id(), ".stale");
+    let aside = aside_temp_name(std::process::id());
     let mover = Mover {
         privilege,
         aside: &aside,

@@ -48,14 +48,51 @@ pub(crate) fn random_u64() -> u64 {
     h.finish()
 }
 
+/// The suffix of a name a lock is moved aside to.
+const ASIDE_SUFFIX: &str = ".stale";
+
 /// A fresh temporary name of process `me` (its pid, read once by the
 /// caller).
 pub(crate) fn temp_name(me: u32, suffix: &str) -> OsString {
-    let host = &local_host().host;
+    OsString::from_vec(format_temp_name(me, random_u64(), &local_host().host, suffix).into_bytes())
+}
+
+/// `.lk<pid>.<random>.<host><suffix>`, the host cut to [`HOST_PART`] bytes
+/// and the whole to [`MAX_TEMP_NAME`] (which may cut the suffix, never the
+/// host). [`temp_name_owner`] reads it back.
+fn format_temp_name(me: u32, random: u64, host: &str, suffix: &str) -> String {
     let host = &host[..host.len().min(HOST_PART)];
-    let mut name = format!(".lk{me:x}.{:016x}.{host}{suffix}", random_u64());
+    let mut name = format!(".lk{me:x}.{random:016x}.{host}{suffix}");
     name.truncate(MAX_TEMP_NAME);
-    OsString::from_vec(name.into_bytes())
+    name
+}
+
+/// The pid of the process that made `name`, if `name` is a temporary or
+/// aside name this crate writes ([`format_temp_name`]) on the host named
+/// `host`: exactly that host as written (another host whose name merely
+/// starts like ours, "mx" and "mx2", is not us), then nothing or the aside
+/// suffix, perhaps cut short by the length cap. For sweeps of a dead
+/// process's files (the setgid helper's `sweep`).
+pub fn temp_name_owner(name: &str, host: &str) -> Option<u32> {
+    let rest = name.strip_prefix(".lk")?;
+    let (pid, rest) = rest.split_once('.')?;
+    let (random, host_part) = rest.split_once('.')?;
+    if pid.is_empty() || pid.len() > 8 || random.len() != 16 {
+        return None;
+    }
+    if !pid
+        .bytes()
+        .chain(random.bytes())
+        .all(|b| b.is_ascii_hexdigit())
+    {
+        return None;
+    }
+    let written = &host[..host.len().min(HOST_PART)];
+    let suffix = host_part.strip_prefix(written)?;
+    if written.is_empty() || !ASIDE_SUFFIX.starts_with(suffix) {
+        return None;
+    }
+    u32::from_str_radix(pid, 16).ok()
 }
 
 /// A name of this process's own to move locks aside to (see
@@ -70,7 +107,12 @@ pub(crate) fn temp_name(me: u32, suffix: &str) -> OsString {
 /// third process's new lock onto the shared name just before a releaser
 /// removes the file it left there (`model/README.md`, `bug-shared-aside`).
 pub fn private_aside_name() -> OsString {
-    temp_name(std::process::id(), ".stale")
+    aside_temp_name(std::process::id())
+}
+
+/// A fresh name of process `me` to move a lock aside to.
+pub(crate) fn aside_temp_name(me: u32) -> OsString {
+    temp_name(me, ASIDE_SUFFIX)
 }
 
 /// An open, written temporary file in the lock directory.
@@ -296,6 +338,65 @@ impl Drop for TempFile<'_> {
     fn drop(&mut self) {
         if self.fd.is_some() {
             self.unlink_name();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_and_aside_names_are_read_back_as_written() {
+        for host in ["vm", "mail-1.example.org", &"h".repeat(200)] {
+            for suffix in ["", ASIDE_SUFFIX] {
+                for pid in [1, 0x1f2a, 0x7fff_ffff] {
+                    let name = format_temp_name(pid, 0x0123_4567_89ab_cdef, host, suffix);
+                    assert!(name.len() <= MAX_TEMP_NAME, "{name}");
+                    assert_eq!(temp_name_owner(&name, host), Some(pid), "{name}");
+                    assert_eq!(temp_name_owner(&name, "other"), None, "{name}");
+                }
+            }
+        }
+        let me = std::process::id();
+        let host = &local_host().host;
+        for name in [temp_name(me, ""), private_aside_name()] {
+            assert_eq!(temp_name_owner(name.to_str().unwrap(), host), Some(me));
+        }
+    }
+
+    #[test]
+    fn recognises_only_temporary_names_of_this_host() {
+        let host = "mail-1.example.org";
+        assert_eq!(
+            temp_name_owner(".lk1f2a.0123456789abcdef.mail-1.example.org", host),
+            Some(0x1f2a)
+        );
+        assert_eq!(
+            temp_name_owner(".lk1f2a.0123456789abcdef.mail-1.example.org.stale", host),
+            Some(0x1f2a)
+        );
+        // The 64-byte cap can cut the `.stale` suffix, never the host.
+        assert_eq!(
+            temp_name_owner(".lk1f2a.0123456789abcdef.mail-1.example.org.st", host),
+            Some(0x1f2a)
+        );
+        for other in [
+            "alice",
+            "alice.lock",
+            ".lk",
+            ".lk1f2a.0123456789abcdef.otherhost",
+            // A host whose name is a prefix of ours, or ours a prefix of it.
+            ".lk10.0123456789abcdef.mail-1",
+            ".lk10.0123456789abcdef.mail-1.example.org2",
+            ".lk10.0123456789abcdef.mail-1.example.org.stalex",
+            ".lk1f2a.0123456789abcdef.",
+            ".lk1f2a.0123.mail-1.example.org",
+            ".lkzz.0123456789abcdef.mail-1.example.org",
+            ".lk.0123456789abcdef.mail-1.example.org",
+            ".lk123456789.0123456789abcdef.mail-1.example.org",
+        ] {
+            assert_eq!(temp_name_owner(other, host), None, "{other}");
         }
     }
 }
