@@ -242,9 +242,9 @@ mtype = { OK, EEXIST, ENOENT };
 /* The temporary file if there is none yet, and its refresh if it is old,
    as part of the link's transition: a file of one's own that is not the
    lock is seen by nobody until it is linked (README, "Atomicity").
-   @ dotlock.rs:296 acquire_interleaved "let mut temp = TempFile::create(dir, me"
+   @ dotlock.rs:298 acquire_interleaved "let mut temp = TempFile::create(dir, me"
    @ tempfile.rs:135-161 create "let (name, fd) = match Self::create_anonymous"
-   @ dotlock.rs:303 acquire_interleaved "temp.refresh_if_old()?;"
+   @ dotlock.rs:305 acquire_interleaved "temp.refresh_if_old()?;"
    @ tempfile.rs:244-252 refresh_if_old "futimens(self.fd(), &TimeSpec::UTIME_NOW" */
 inline prepare() {
     if
@@ -294,11 +294,11 @@ inline forget_aside() {
 /* Put the file at our aside name back under the lock name, never over
    another file; drop the aside name once it is back, or when the lock
    name already names that very file (its holder linked it again).
-   @ stale.rs:428-454 put_back "pub(crate) fn put_back(" */
+   @ stale.rs:427-453 put_back "pub(crate) fn put_back(" */
 inline put_back() {
 #ifndef NFS
     /* rename(aside, name, RENAME_NOREPLACE): one step, no extra link.
-       @ stale.rs:434-435 put_back "rename_noreplace(dir, aside, name)" */
+       @ stale.rs:433-434 put_back "rename_noreplace(dir, aside, name)" */
     if
     :: d_step { lk == NONE && aname[AS] != NONE && linkable(aname[AS]) ->
                 lk = aname[AS]; aname[AS] = NONE; rep = 0; win[me] = NONE }
@@ -340,7 +340,7 @@ inline put_back() {
             at = NONE; ex = NONE
         :: else
         fi;
-        /* @ stale.rs:446-453 put_back "if restored.is_ok() || relinked_by_holder" */
+        /* @ stale.rs:445-452 put_back "if restored.is_ok() || relinked_by_holder" */
         if
         :: rep == OK ->
             d_step {           /* unlinkat of the aside name: what is there now */
@@ -374,7 +374,7 @@ proctype P(byte me) {
        /* ============ acquire ============
           @ dotlock.rs:285-391 acquire_interleaved "pub fn acquire_interleaved(" */
 retry: skip;
-       /* @ dotlock.rs:304 acquire_interleaved "let linked = temp.link_to(name);"
+       /* @ dotlock.rs:306 acquire_interleaved "let linked = temp.link_to(name);"
           @ tempfile.rs:261-285 link_to "linkat(self.dir, temp.as_os_str(), self.dir, name" */
        if
        :: d_step { LOST_ITS_NAME ->
@@ -403,11 +403,11 @@ retry: skip;
        fi;
 #else
        /* The identity check.
-          @ dotlock.rs:310 acquire_interleaved "let temp_st = temp.stat()?;" */
+          @ dotlock.rs:312 acquire_interleaved "let temp_st = temp.stat()?;" */
        d_step { rep = 0; nl = nlink[t] };
        /* fstatat of the name, the one lookup the code does not make
           fresh: on NFS the client's lookup cache may answer it.
-          @ dotlock.rs:312 acquire_interleaved "let at_name = absent_ok(dir.stat(name), Op::Stat)?;" */
+          @ dotlock.rs:314 acquire_interleaved "let at_name = absent_ok(dir.stat(name), Op::Stat)?;" */
 #ifdef NFS
        if
        :: d_step { cache[me] != UNK -> at = cache[me] }
@@ -416,7 +416,7 @@ retry: skip;
 #else
        d_step { at = lk };
 #endif
-       /* @ dotlock.rs:316-317 acquire_interleaved "temp_st.st_nlink >= temp.links_when_locked()" */
+       /* @ dotlock.rs:318-319 acquire_interleaved "temp_st.st_nlink >= temp.links_when_locked()" */
        if
        :: at == t && nl >= LINKS_WHEN_LOCKED -> at = NONE; nl = 0; goto ours
        :: else -> at = NONE; nl = 0
@@ -424,7 +424,7 @@ retry: skip;
 #endif
 
        /* Not ours: what is there (through a fresh open), and is it stale?
-          @ dotlock.rs:347 acquire_interleaved "let Some(existing) = inspect(dir, name)? else"
+          @ dotlock.rs:349 acquire_interleaved "let Some(existing) = inspect(dir, name)? else"
           @ stale.rs:126-156 open_lock "let fd = match openat(dir, name, flags, Mode::empty())"
           @ dotlock.rs:365-371 acquire_interleaved "if let Some(reason) = judge_trusting("
           @ stale.rs:215-240 judge_trusting "ProcState::Gone => return Some(StaleReason::DeadProcess)" */
@@ -464,8 +464,8 @@ wait: skip;
        goto retry;
 
 break_stale: skip;
-       /* @ dotlock.rs:379 acquire_interleaved "break_with(dir, name, &existing, &mover"
-          @ stale.rs:328-361 break_with "pub(crate) fn break_with(" */
+       /* @ dotlock.rs:381 acquire_interleaved "break_with(dir, name, &existing, &mover"
+          @ stale.rs:327-360 break_with "pub(crate) fn break_with(" */
 #if !defined(MUT_BREAK_NOCHECK) && !defined(MUT_NO_RECHECK)
        /* Re-check through a fresh open.
           @ stale.rs:336-340 break_with "Some(now) if now.version == judged.version" */
@@ -475,7 +475,7 @@ break_stale: skip;
        :: else -> goto broke              /* Changed */
        fi;
 #endif
-       /* @ stale.rs:370 move_and_remove "renameat(dir, name, dir, aside)" */
+       /* @ stale.rs:369 move_and_remove "renameat(dir, name, dir, aside)" */
        d_step {
            if
            :: lk != NONE ->
@@ -493,7 +493,7 @@ break_stale: skip;
        :: else -> ex = NONE
        fi;
 #ifndef MUT_BREAK_NOCHECK
-       /* @ stale.rs:390-404 move_and_remove "if found.version.id == judged.version.id" */
+       /* @ stale.rs:389-403 move_and_remove "if found.version.id == judged.version.id" */
        if
        :: same ->
 #endif
@@ -537,7 +537,7 @@ progress_cs:
               holder that was not stopped both steps change nothing.
               @ dotlock.rs:491-500 touch "futimens(fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)" */
            d_step { touched = 1; old[t] = 0; newver(t) };
-           /* @ dotlock.rs:463-465 is_held "current_id(&self.dir, &self.name)? == Some(self.id)" */
+           /* @ dotlock.rs:465-467 is_held "current_id(&self.dir, &self.name)? == Some(self.id)" */
            d_step {
                CACHE(me, lk);
                if
@@ -575,7 +575,7 @@ progress_cs:
        :: else -> d_step { t = NONE; rel[me] = NONE }; goto released   /* NotOurs */
        fi;
 #endif
-       /* @ dotlock.rs:554-556 release_steps "unlinkat(&self.dir, self.name.as_os_str()" */
+       /* @ dotlock.rs:556-558 release_steps "unlinkat(&self.dir, self.name.as_os_str()" */
        d_step {
            same = 0; t = NONE; rel[me] = NONE;
            if

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
-use nix::fcntl::{open, OFlag};
+use nix::fcntl::{open, openat, OFlag};
 use nix::sys::inotify::Inotify;
-use nix::sys::stat::{fstatat, FileStat, Mode, SFlag};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
 
 use crate::error::{LockError, Op, Result};
 
@@ -301,4 +301,38 @@ pub(crate) fn absent_ok<T>(r: nix::Result<T>, op: Op) -> Result<Option<T>> {
         Err(Errno::ENOENT | Errno::ESTALE) => Ok(None),
         Err(errno) => Err(LockError::from_errno(op, errno)),
     }
+}
+
+/// Which file `name` in `dir` refers to now, never following a symlink.
+/// On a local file system `fstatat` says; elsewhere (NFS, FUSE) through a
+/// fresh open, which revalidates the client's caches where `fstatat` may
+/// not; a file we may not read, or something that is not a regular file,
+/// is then looked at with `fstatat`. `None` if nothing has that name.
+pub fn current_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
+    if dir.stat_is_fresh() {
+        return stat_id(dir, name);
+    }
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_CLOEXEC
+        | OFlag::O_NOCTTY;
+    match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => {
+            let st = fstat(&fd).map_err(|errno| LockError::Io {
+                op: Op::Stat,
+                errno,
+            })?;
+            Ok(Some(FileId::of(&st)))
+        }
+        Err(Errno::ENOENT | Errno::ESTALE) => Ok(None),
+        Err(Errno::ELOOP | Errno::EACCES) => stat_id(dir, name),
+        Err(errno) => Err(LockError::from_errno(Op::Stat, errno)),
+    }
+}
+
+fn stat_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
+    Ok(absent_ok(dir.stat(name), Op::Stat)?
+        .as_ref()
+        .map(FileId::of))
 }

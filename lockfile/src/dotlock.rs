@@ -35,13 +35,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, renameat, OFlag};
-use nix::sys::stat::{fstat, futimens, Mode};
+use nix::fcntl::renameat;
+use nix::sys::stat::{fstat, futimens};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{geteuid, unlinkat, UnlinkatFlags};
 
 use crate::content::{AppendMark, Holder, LockContent, MAX_CONTENT};
-use crate::dir::{absent_ok, mtime, validate_name, with_raised, FileId, LockDir, Privilege};
+use crate::dir::{
+    absent_ok, current_id, mtime, validate_name, with_raised, FileId, LockDir, Privilege,
+};
 use crate::error::{LockError, Op, Result};
 use crate::host::{content_as, PidMode};
 use crate::stale::{
@@ -657,40 +659,6 @@ pub fn remove_by_name(
         Broke::Removed => Ok(()),
         Broke::Changed => Err(LockError::NotOurs),
     }
-}
-
-/// Which file `name` in `dir` refers to now, never following a symlink.
-/// On a local file system `fstatat` says; elsewhere (NFS, FUSE) through a
-/// fresh open, which revalidates the client's caches where `fstatat` may
-/// not; a file we may not read, or something that is not a regular file,
-/// is then looked at with `fstatat`. `None` if nothing has that name.
-pub fn current_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
-    if dir.stat_is_fresh() {
-        return stat_id(dir, name);
-    }
-    let flags = OFlag::O_RDONLY
-        | OFlag::O_NOFOLLOW
-        | OFlag::O_NONBLOCK
-        | OFlag::O_CLOEXEC
-        | OFlag::O_NOCTTY;
-    match openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => {
-            let st = fstat(&fd).map_err(|errno| LockError::Io {
-                op: Op::Stat,
-                errno,
-            })?;
-            Ok(Some(FileId::of(&st)))
-        }
-        Err(Errno::ENOENT | Errno::ESTALE) => Ok(None),
-        Err(Errno::ELOOP | Errno::EACCES) => stat_id(dir, name),
-        Err(errno) => Err(LockError::from_errno(Op::Stat, errno)),
-    }
-}
-
-fn stat_id(dir: &LockDir, name: &OsStr) -> Result<Option<FileId>> {
-    Ok(absent_ok(dir.stat(name), Op::Stat)?
-        .as_ref()
-        .map(FileId::of))
 }
 
 /// Replace the whole content of the lock file open at `fd`.

@@ -44,12 +44,14 @@ mod tempfile;
 mod wait;
 
 pub use content::{AppendMark, Holder, LockContent, MAX_CONTENT};
-pub use dir::{validate_name, with_raised, FileId, FileVersion, LockDir, Privilege, NAME_MAX};
+pub use dir::{
+    current_id, validate_name, with_raised, FileId, FileVersion, LockDir, Privilege, NAME_MAX,
+};
 #[doc(hidden)]
 pub use dotlock::acquire_interleaved;
 pub use dotlock::{
-    acquire, check, current_id, remove_by_name, rewrite, touch_by_name, Dotlock, Event, LockState,
-    Observer, Options, Owners, Release, DEFAULT_STALE_AGE,
+    acquire, check, remove_by_name, rewrite, touch_by_name, Dotlock, Event, LockState, Observer,
+    Options, Owners, Release, DEFAULT_STALE_AGE,
 };
 pub use error::{LockError, Op, Result};
 pub use host::{content_for, local_host, process_state, LocalHost, PidMode, ProcState};

@@ -58,8 +58,7 @@ use nix::sys::stat::{fstat, Mode};
 use nix::unistd::{linkat, unlinkat, UnlinkatFlags};
 
 use crate::content::{Holder, LockContent, MAX_CONTENT};
-use crate::dir::{absent_ok, is_regular, with_raised, FileVersion, LockDir, Privilege};
-use crate::dotlock::current_id;
+use crate::dir::{absent_ok, current_id, is_regular, with_raised, FileVersion, LockDir, Privilege};
 use crate::error::{LockError, Op, Result};
 use crate::host::{local_host, process_state, ProcState};
 use crate::tempfile::aside_temp_name;

@@ -68,7 +68,7 @@ fn format_temp_name(me: u32, random: u64, host: &str, suffix: &str) -> String {
 }
 
 /// The pid of the process that made `name`, if `name` is a temporary or
-/// aside name this crate writes ([`format_temp_name`]) on the host named
+/// aside name this crate writes (`.lk<pid>.<random>.<host>[.stale]`) on the host named
 /// `host`: exactly that host as written (another host whose name merely
 /// starts like ours, "mx" and "mx2", is not us), then nothing or the aside
 /// suffix, perhaps cut short by the length cap. For sweeps of a dead
