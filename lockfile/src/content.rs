@@ -47,9 +47,13 @@ pub struct LockContent {
 /// and inode": the holder's note that a partial write may follow its death.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendMark {
+    /// Device of the file being appended to.
     pub dev: u64,
+    /// Inode of the file being appended to.
     pub ino: u64,
+    /// Where the append starts: the file's size before it.
     pub offset: u64,
+    /// How many bytes the append writes.
     pub length: u64,
 }
 

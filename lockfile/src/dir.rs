@@ -227,7 +227,9 @@ fn is_local_fs(fd: &OwnedFd) -> bool {
 /// Which file a name pointed at: device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileId {
+    /// Device number (`st_dev`).
     pub dev: u64,
+    /// Inode number (`st_ino`).
     pub ino: u64,
 }
 
@@ -245,8 +247,11 @@ impl FileId {
 /// tmpfs, so identity alone cannot tell an old lock from its successor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileVersion {
+    /// Which file.
     pub id: FileId,
+    /// Its modification time: a refresh changes it.
     pub mtime: SystemTime,
+    /// Its size in bytes: a rewrite may change it.
     pub size: i64,
     /// The file's owner (who made the lock, for locks made by name).
     pub uid: u32,

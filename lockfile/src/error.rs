@@ -67,18 +67,33 @@ impl fmt::Display for Op {
 pub enum LockError {
     /// The lock is held and the caller asked not to wait, or the retry count
     /// ran out. `holder` is what the lock file said, when it could be read.
-    Busy { holder: Option<Box<Holder>> },
+    Busy {
+        /// Who holds it, as the lock file says.
+        holder: Option<Box<Holder>>,
+    },
     /// The lock was still held when the caller's deadline passed.
-    Timeout { holder: Option<Box<Holder>> },
+    Timeout {
+        /// Who holds it, as the lock file says.
+        holder: Option<Box<Holder>>,
+    },
     /// The lock or temporary name does not fit in a file name (`NAME_MAX`).
     NameTooLong,
     /// The name is not a plain file name (empty, `.`/`..`, contains `/` or NUL).
     InvalidName,
     /// The directory does not let us create or remove files.
-    Permission { op: Op, errno: Errno },
+    Permission {
+        /// The call that was refused.
+        op: Op,
+        /// `EACCES`, `EPERM` or `EROFS`.
+        errno: Errno,
+    },
     /// The lock content could not be written completely
     /// (`RLIMIT_FSIZE`, `ENOSPC`, `EDQUOT`, short write).
-    TempWrite { errno: Errno },
+    TempWrite {
+        /// Why the write stopped (`EFBIG` for `RLIMIT_FSIZE`, `EIO` for a
+        /// short write).
+        errno: Errno,
+    },
     /// Something other than a lock sits at the lock name: a symlink, a
     /// directory, a fifo, or a regular file larger than any lock content
     /// (such as the mailbox of a user whose login ends in `.lock`);
@@ -88,18 +103,29 @@ pub enum LockError {
     /// (broken as stale, or removed by hand); nothing was changed.
     NotOurs,
     /// A stale lock was found but could not be removed.
-    StaleNotRemoved { errno: Errno },
+    StaleNotRemoved {
+        /// Why the rename or unlink failed.
+        errno: Errno,
+    },
     /// The wait was cut short because the interrupt descriptor became
     /// readable (the helper's client went away).
     Interrupted,
     /// Any other system call failure.
-    Io { op: Op, errno: Errno },
+    Io {
+        /// The call that failed.
+        op: Op,
+        /// Its error.
+        errno: Errno,
+    },
     /// The file at the lock name belongs to uid `owner` and is not taken
     /// for a lock here: an owner [`crate::Owners::Only`] does not list, or
     /// (with [`crate::Owners::Any`]) another user's file the caller cannot
     /// read, which would otherwise be judged stale by its age alone. It is
     /// never renamed, removed or waited for; nothing was changed.
-    ForeignLock { owner: u32 },
+    ForeignLock {
+        /// The file's owner.
+        owner: u32,
+    },
     /// A change was cancelled before it was made because its announcement
     /// failed ([`crate::Journal`] said no); nothing was changed.
     Vetoed,

@@ -113,7 +113,11 @@ pub enum ProcState {
     /// No such process.
     Gone,
     /// The process exists; `start` is its start time when `/proc` told us.
-    Alive { start: Option<u64> },
+    Alive {
+        /// Start time in clock ticks since boot (`/proc/PID/stat` field
+        /// 22), when it could be read.
+        start: Option<u64>,
+    },
 }
 
 /// Look a process up by pid: `/proc/PID/stat` for its start time. A pid

@@ -33,6 +33,7 @@
 //! # Ok::<(), spoollock_lockfile::LockError>(())
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod content;
 mod dir;

@@ -41,7 +41,9 @@ impl Wait {
 /// Backoff bounds: the first pause and the longest one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// The first pause after a failed attempt.
     pub first: Duration,
+    /// The longest pause: each pause doubles up to this.
     pub max: Duration,
 }
 
