@@ -242,9 +242,9 @@ mtype = { OK, EEXIST, ENOENT };
 /* The temporary file if there is none yet, and its refresh if it is old,
    as part of the link's transition: a file of one's own that is not the
    lock is seen by nobody until it is linked (README, "Atomicity").
-   @ dotlock.rs:298 acquire_interleaved "let mut temp = TempFile::create(dir, me"
+   @ dotlock.rs:303 acquire_interleaved "let mut temp = TempFile::create(dir, me"
    @ tempfile.rs:135-161 create "let (name, fd) = match Self::create_anonymous"
-   @ dotlock.rs:305 acquire_interleaved "temp.refresh_if_old()?;"
+   @ dotlock.rs:310 acquire_interleaved "temp.refresh_if_old()?;"
    @ tempfile.rs:244-252 refresh_if_old "futimens(self.fd(), &TimeSpec::UTIME_NOW" */
 inline prepare() {
     if
@@ -298,7 +298,7 @@ inline forget_aside() {
 inline put_back() {
 #ifndef NFS
     /* rename(aside, name, RENAME_NOREPLACE): one step, no extra link.
-       @ stale.rs:433-434 put_back "rename_noreplace(dir, aside, name)" */
+       @ stale.rs:442-443 put_back "rename_noreplace(dir, aside, name)" */
     if
     :: d_step { lk == NONE && aname[AS] != NONE && linkable(aname[AS]) ->
                 lk = aname[AS]; aname[AS] = NONE; rep = 0; win[me] = NONE }
@@ -309,7 +309,7 @@ inline put_back() {
 #else
     /* NFS: no RENAME_NOREPLACE (EINVAL, nothing done): link it back,
        then drop the aside name.
-       @ stale.rs:436-438 put_back "linkat(dir, aside, dir, name" */
+       @ stale.rs:445-447 put_back "linkat(dir, aside, dir, name" */
     if
     :: d_step { lk == NONE && aname[AS] != NONE && linkable(aname[AS]) ->
                 lk = aname[AS]; nlink[lk]++; rep = OK; win[me] = NONE }
@@ -327,7 +327,7 @@ inline put_back() {
         if
         :: rep == EEXIST ->
             /* Has its holder linked the very file again?
-               @ stale.rs:441-445 put_back "(current_id(dir, aside), current_id(dir, name))" */
+               @ stale.rs:450-454 put_back "(current_id(dir, aside), current_id(dir, name))" */
 #ifdef SHARED_ASIDE
             d_step { at = aname[AS] };
 #endif
@@ -340,7 +340,7 @@ inline put_back() {
             at = NONE; ex = NONE
         :: else
         fi;
-        /* @ stale.rs:445-452 put_back "if restored.is_ok() || relinked_by_holder" */
+        /* @ stale.rs:454-461 put_back "if restored.is_ok() || relinked_by_holder" */
         if
         :: rep == OK ->
             d_step {           /* unlinkat of the aside name: what is there now */
@@ -374,12 +374,12 @@ proctype P(byte me) {
        /* ============ acquire ============
           @ dotlock.rs:285-391 acquire_interleaved "pub fn acquire_interleaved(" */
 retry: skip;
-       /* @ dotlock.rs:306 acquire_interleaved "let linked = temp.link_to(name);"
+       /* @ dotlock.rs:311 acquire_interleaved "let linked = temp.link_to(name);"
           @ tempfile.rs:261-285 link_to "linkat(self.dir, temp.as_os_str(), self.dir, name" */
        if
        :: d_step { LOST_ITS_NAME ->
                    /* ENOENT: a fresh temporary file.
-                      @ dotlock.rs:305-309 acquire_interleaved "if linked == Err(Errno::ENOENT) && temp.is_anonymous()" */
+                      @ dotlock.rs:310-314 acquire_interleaved "if linked == Err(Errno::ENOENT) && temp.is_anonymous()" */
                    T[me] = NONE; gc(t); t = NONE; elinked = 0 };
            goto retry
        :: d_step { !LOST_ITS_NAME && lk == NONE && linkable(t) ->
@@ -403,11 +403,11 @@ retry: skip;
        fi;
 #else
        /* The identity check.
-          @ dotlock.rs:312 acquire_interleaved "let temp_st = temp.stat()?;" */
+          @ dotlock.rs:317 acquire_interleaved "let temp_st = temp.stat()?;" */
        d_step { rep = 0; nl = nlink[t] };
        /* fstatat of the name, the one lookup the code does not make
           fresh: on NFS the client's lookup cache may answer it.
-          @ dotlock.rs:314 acquire_interleaved "let at_name = absent_ok(dir.stat(name), Op::Stat)?;" */
+          @ dotlock.rs:319 acquire_interleaved "let at_name = absent_ok(dir.stat(name), Op::Stat)?;" */
 #ifdef NFS
        if
        :: d_step { cache[me] != UNK -> at = cache[me] }
@@ -416,7 +416,7 @@ retry: skip;
 #else
        d_step { at = lk };
 #endif
-       /* @ dotlock.rs:318-319 acquire_interleaved "temp_st.st_nlink >= temp.links_when_locked()" */
+       /* @ dotlock.rs:323-324 acquire_interleaved "temp_st.st_nlink >= temp.links_when_locked()" */
        if
        :: at == t && nl >= LINKS_WHEN_LOCKED -> at = NONE; nl = 0; goto ours
        :: else -> at = NONE; nl = 0
@@ -424,9 +424,9 @@ retry: skip;
 #endif
 
        /* Not ours: what is there (through a fresh open), and is it stale?
-          @ dotlock.rs:349 acquire_interleaved "let Some(existing) = inspect(dir, name)? else"
+          @ dotlock.rs:354 acquire_interleaved "let Some(existing) = inspect(dir, name)? else"
           @ stale.rs:126-156 open_lock "let fd = match openat(dir, name, flags, Mode::empty())"
-          @ dotlock.rs:365-371 acquire_interleaved "if let Some(reason) = judge_trusting("
+          @ dotlock.rs:370-376 acquire_interleaved "if let Some(reason) = judge_trusting("
           @ stale.rs:215-240 judge_trusting "ProcState::Gone => return Some(StaleReason::DeadProcess)" */
        d_step {
            ex = lk; CACHE(me, lk);
@@ -445,7 +445,7 @@ retry: skip;
 #if !defined(BUG_OWN_WAIT) && !defined(MUT_TRUST_LINK)
        /* Our own file, linked back by a breaker after our check (the
           trusting mutant has no identity checks at all).
-          @ dotlock.rs:358-363 acquire_interleaved "if existing.version.id == ours" */
+          @ dotlock.rs:363-368 acquire_interleaved "if existing.version.id == ours" */
        :: ex == t -> ex = NONE; goto retry
 #endif
        :: judged[me] != NONE -> ex = NONE; goto break_stale
@@ -453,7 +453,7 @@ retry: skip;
        fi;
 
 wait: skip;
-       /* @ dotlock.rs:386-391 acquire_interleaved "waiter.pause(Some(holder))?;" */
+       /* @ dotlock.rs:391-396 acquire_interleaved "waiter.pause(Some(holder))?;" */
        assert(ex != t);                   /* property 3 */
 #if defined(LIVENESS) && !defined(NO_AGING)
        /* Waiting long enough, a lock nobody keeps fresh goes stale. */
@@ -464,18 +464,18 @@ wait: skip;
        goto retry;
 
 break_stale: skip;
-       /* @ dotlock.rs:381 acquire_interleaved "break_with(dir, name, &existing, &mover"
+       /* @ dotlock.rs:386 acquire_interleaved "break_with(dir, name, &existing, &mover"
           @ stale.rs:327-360 break_with "pub(crate) fn break_with(" */
 #if !defined(MUT_BREAK_NOCHECK) && !defined(MUT_NO_RECHECK)
        /* Re-check through a fresh open.
-          @ stale.rs:336-340 break_with "Some(now) if now.version == judged.version" */
+          @ stale.rs:345-349 break_with "Some(now) if now.version == judged.version" */
        d_step { CACHE(me, lk); same = (lk != NONE && lk == judged[me] && jvalid[me]) };
        if
        :: same -> same = 0
        :: else -> goto broke              /* Changed */
        fi;
 #endif
-       /* @ stale.rs:369 move_and_remove "renameat(dir, name, dir, aside)" */
+       /* @ stale.rs:378 move_and_remove "renameat(dir, name, dir, aside)" */
        d_step {
            if
            :: lk != NONE ->
@@ -507,7 +507,7 @@ break_stale: skip;
        :: else -> same = 0
        fi;
        /* Not the file judged: link it back.
-          @ stale.rs:405-411 move_and_remove "if put_back(dir, aside, name, privilege)" */
+          @ stale.rs:414-420 move_and_remove "if put_back(dir, aside, name, privilege)" */
 #ifndef MUT_NO_PUTBACK
        put_back();
 #else
@@ -537,7 +537,7 @@ progress_cs:
               holder that was not stopped both steps change nothing.
               @ dotlock.rs:491-500 touch "futimens(fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)" */
            d_step { touched = 1; old[t] = 0; newver(t) };
-           /* @ dotlock.rs:465-467 is_held "current_id(&self.dir, &self.name)? == Some(self.id)" */
+           /* @ dotlock.rs:470-472 is_held "current_id(&self.dir, &self.name)? == Some(self.id)" */
            d_step {
                CACHE(me, lk);
                if
@@ -554,7 +554,7 @@ progress_cs:
 #ifndef MOVE_ASIDE
        /* Release::CheckThenUnlink: close, ask whether the name is still
           ours, remove it by name.
-          @ dotlock.rs:547-551 release_steps "drop(fd);" */
+          @ dotlock.rs:552-556 release_steps "drop(fd);" */
        d_step {
            incs[me] = 0; touched = 0; lapsed[me] = 0; busy[me] = 1;
            T[me] = NONE; rel[me] = t; gc(t)
@@ -563,7 +563,7 @@ progress_cs:
           by now and the number given to another file (ext4 reuses them):
           the assertion says that cannot happen unless the holder was
           stopped past the stale age (README, "Inode numbers").
-          @ dotlock.rs:551-553 release_steps "if !self.is_held()?" */
+          @ dotlock.rs:556-558 release_steps "if !self.is_held()?" */
 #if defined(CHECKED_CLAIMS) && !defined(WITH_STOPS)
        d_step { CACHE(me, lk); same = (lk == t); assert(exists(t)) };
 #else
@@ -575,7 +575,7 @@ progress_cs:
        :: else -> d_step { t = NONE; rel[me] = NONE }; goto released   /* NotOurs */
        fi;
 #endif
-       /* @ dotlock.rs:556-558 release_steps "unlinkat(&self.dir, self.name.as_os_str()" */
+       /* @ dotlock.rs:561-563 release_steps "unlinkat(&self.dir, self.name.as_os_str()" */
        d_step {
            same = 0; t = NONE; rel[me] = NONE;
            if
@@ -588,7 +588,7 @@ progress_cs:
        /* Release::MoveAside: move the name aside, then read what is there
           while our descriptor is open (its number cannot have passed to
           another file), then close.
-          @ dotlock.rs:569-576 release_steps "renameat(" */
+          @ dotlock.rs:574-581 release_steps "renameat(" */
        d_step {
            incs[me] = 0; touched = 0; lapsed[me] = 0; busy[me] = 1;
            if
@@ -601,12 +601,12 @@ progress_cs:
 #ifndef SHARED_ASIDE
            /* our private name, which nobody else changes, and the close,
               which nobody sees (our file, if moved, is under that name)
-              @ dotlock.rs:581-584 release_steps "let found = current_id(&self.dir, &aside);" */
+              @ dotlock.rs:586-589 release_steps "let found = current_id(&self.dir, &aside);" */
            ex = aname[AS]; assert(exists(t)); T[me] = NONE; gc(t)
 #endif
        };
 #ifdef SHARED_ASIDE
-       /* @ dotlock.rs:581-584 release_steps "let found = current_id(&self.dir, &aside);" */
+       /* @ dotlock.rs:586-589 release_steps "let found = current_id(&self.dir, &aside);" */
        d_step { ex = aname[AS]; assert(exists(t)); T[me] = NONE; gc(t) };
 #endif
        /* @ dotlock.rs:585-602 release_steps "Ok(Some(id)) if id == self.id =>" */

@@ -196,11 +196,16 @@ pub enum Release {
     /// Check that the name still leads to our file, then unlink it (two
     /// system calls on a local file system; on NFS the check is a fresh
     /// open, so four), nothing left behind whenever the process dies. The
-    /// one window: a releaser stopped between the two for longer than the
-    /// stale age, while another process breaks the lock and takes it again,
-    /// would remove that process's lock. Only the releaser's own user can
-    /// stop it so; for a program locking its own mailbox that is the right
-    /// trade (liblockfile unlinks without any check).
+    /// one window: a breaker and a new holder acting between the check and
+    /// the unlink make the unlink remove the new holder's lock. That needs
+    /// our lock judged stale, so our process stopped (or starved) for
+    /// longer than the stale age while it held; the model
+    /// (`model/README.md`, `limit-ctu`) shows the stop need not fall
+    /// between the two calls: waiters that judged the lock stale during
+    /// the stop act right when it resumes, as its release does. Only the
+    /// holder's own user (or an overloaded machine) can stop it so; for a
+    /// program locking its own mailbox that is the right trade
+    /// (liblockfile unlinks without any check).
     #[default]
     CheckThenUnlink,
     /// Move the lock aside first (`rename` is atomic), compare what was

@@ -24,7 +24,14 @@
 //! microseconds between the breaker's re-check and its putting back (on
 //! NFS: a few round trips), and only for a lock that was old enough to be
 //! judged stale; or a breaker stopped in between (`SIGSTOP` by its owner),
-//! which keeps the window open as long as it is stopped. A release with
+//! which keeps the window open as long as it is stopped. The model of the
+//! protocol (`model/README.md`, `limit-window`) finds one more way in: a
+//! holder stopped past the stale age resumes and refreshes its lock
+//! ([`crate::Dotlock::touch`]) right after a breaker's re-check, which
+//! judged it stale during the stop; the breaker then moves a live lock, and
+//! a third locker that links before the put back holds it too. A holder's
+//! keep-alive narrows this but cannot close it: a process that may be
+//! stopped longer than the stale age cannot know it lost the lock. A release with
 //! [`crate::Release::MoveAside`] (the setgid helper's) moves the lock aside
 //! and compares the same way, with the same window when the lock it moves
 //! is not its own; the default release, [`crate::Release::CheckThenUnlink`],
@@ -36,11 +43,13 @@
 //! # The private name, and who is told
 //!
 //! By default each move uses a fresh private name (`.lk<pid>.<random>.<host>.stale`).
-//! A caller may give a reserved one instead ([`crate::Options::aside`]): the
-//! setgid helper gives each user one name, so a helper killed between the
-//! move and the removal leaves at most that one file per user (the next move
-//! replaces it). A [`Journal`] is told before each move (and may cancel it)
-//! and after it, with what became of it.
+//! A caller may keep one instead ([`crate::Options::aside`],
+//! [`crate::private_aside_name`]): the setgid helper keeps one per session,
+//! so a helper killed between the move and the removal leaves that one file,
+//! named after its dead pid. The name must never be shared by two lockers
+//! that may move at the same time (the model's `bug-shared-aside`). A
+//! [`Journal`] is told before each move (and may cancel it) and after it,
+//! with what became of it.
 //!
 //! # Whose files are locks
 //!
