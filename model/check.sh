@@ -60,7 +60,9 @@ mutant-d        |safety  |found|-DMUT_NO_PUTBACK|mutant (d): put_back removed
 bug-own-wait    |safety  |found|-DBUG_OWN_WAIT|found by the model: acquire without its own-file check waits on its own file
 limit-ctu       |safety  |found|-DSTOPS       |known limit: CheckThenUnlink's window (the releaser was stopped past the stale age)
 limit-window    |safety  |found|-DMOVE_ASIDE -DOPEN_WINDOW|known limit: the residual window of a move aside by mistake
-limit-lying     |safety  |found|-DNFS -DSTOPS -DLYING_SERVER|known limit: a server that reports a link it did not make
+safety-nfs-lying|safety  |holds|-DNFS -DLYING_SERVER|library, NFS, a server that may report a link it did not make: the same
+safety-nfs-mva-lying|safety|holds|-DNFS -DMOVE_ASIDE -DLYING_SERVER|helper, NFS, the same lying server, with stops
+bug-lying       |safety  |found|-DNFS -DSTOPS -DLYING_SERVER -DCACHED_IDENTITY|found by the model: an identity check the lookup cache answers takes a link a server reported but never made
 sanity-progress |progress|found|-DLIVENESS -DNO_AGING|the progress check bites: a lock nobody keeps fresh never goes stale
 bug-shared-aside|safety  |found|-DMOVE_ASIDE -DSHARED_ASIDE|found by the model: sessions sharing one aside name remove a third process's lock (the helper now keeps one per session)
 EOF

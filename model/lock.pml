@@ -38,6 +38,9 @@
  *   OPEN_WINDOW          without the assumption about the residual window
  *   LYING_SERVER         NFS: a server may report success for a link it did
  *                        not make
+ *   CACHED_IDENTITY      NFS: the identity check's lookup of the name may be
+ *                        answered by the lookup cache (fstatat, as the code
+ *                        did before it used current_id)
  *   NO_AGING             (with LIVENESS) a lock nobody keeps fresh never
  *                        goes stale
  */
@@ -405,18 +408,20 @@ retry: skip;
        /* The identity check.
           @ dotlock.rs:317 acquire_interleaved "let temp_st = temp.stat()?;" */
        d_step { rep = 0; nl = nlink[t] };
-       /* fstatat of the name, the one lookup the code does not make
-          fresh: on NFS the client's lookup cache may answer it.
-          @ dotlock.rs:319 acquire_interleaved "let at_name = absent_ok(dir.stat(name), Op::Stat)?;" */
-#ifdef NFS
+       /* Which file the name leads to now: `current_id`, a fresh open on
+          NFS, so never the client's lookup cache.
+          @ dotlock.rs:323 acquire_interleaved "let at_name = current_id(dir, name)?;" */
+#if defined(NFS) && defined(CACHED_IDENTITY)
+       /* as the code was: fstatat, which the lookup cache may answer
+          (the cache the link's success reply filled) */
        if
        :: d_step { cache[me] != UNK -> at = cache[me] }
        :: d_step { at = lk; CACHE(me, lk) }
        fi;
 #else
-       d_step { at = lk };
+       d_step { at = lk; CACHE(me, lk) };
 #endif
-       /* @ dotlock.rs:323-324 acquire_interleaved "temp_st.st_nlink >= temp.links_when_locked()" */
+       /* @ dotlock.rs:327-328 acquire_interleaved "temp_st.st_nlink >= temp.links_when_locked()" */
        if
        :: at == t && nl >= LINKS_WHEN_LOCKED -> at = NONE; nl = 0; goto ours
        :: else -> at = NONE; nl = 0
@@ -424,7 +429,7 @@ retry: skip;
 #endif
 
        /* Not ours: what is there (through a fresh open), and is it stale?
-          @ dotlock.rs:354 acquire_interleaved "let Some(existing) = inspect(dir, name)? else"
+          @ dotlock.rs:356 acquire_interleaved "let Some(existing) = inspect(dir, name)? else"
           @ stale.rs:126-156 open_lock "let fd = match openat(dir, name, flags, Mode::empty())"
           @ dotlock.rs:370-376 acquire_interleaved "if let Some(reason) = judge_trusting("
           @ stale.rs:215-240 judge_trusting "ProcState::Gone => return Some(StaleReason::DeadProcess)" */
@@ -445,7 +450,7 @@ retry: skip;
 #if !defined(BUG_OWN_WAIT) && !defined(MUT_TRUST_LINK)
        /* Our own file, linked back by a breaker after our check (the
           trusting mutant has no identity checks at all).
-          @ dotlock.rs:363-368 acquire_interleaved "if existing.version.id == ours" */
+          @ dotlock.rs:365-370 acquire_interleaved "if existing.version.id == ours" */
        :: ex == t -> ex = NONE; goto retry
 #endif
        :: judged[me] != NONE -> ex = NONE; goto break_stale
@@ -453,7 +458,7 @@ retry: skip;
        fi;
 
 wait: skip;
-       /* @ dotlock.rs:391-396 acquire_interleaved "waiter.pause(Some(holder))?;" */
+       /* @ dotlock.rs:393-398 acquire_interleaved "waiter.pause(Some(holder))?;" */
        assert(ex != t);                   /* property 3 */
 #if defined(LIVENESS) && !defined(NO_AGING)
        /* Waiting long enough, a lock nobody keeps fresh goes stale. */
@@ -464,7 +469,7 @@ wait: skip;
        goto retry;
 
 break_stale: skip;
-       /* @ dotlock.rs:386 acquire_interleaved "break_with(dir, name, &existing, &mover"
+       /* @ dotlock.rs:388 acquire_interleaved "break_with(dir, name, &existing, &mover"
           @ stale.rs:327-360 break_with "pub(crate) fn break_with(" */
 #if !defined(MUT_BREAK_NOCHECK) && !defined(MUT_NO_RECHECK)
        /* Re-check through a fresh open.
@@ -519,7 +524,7 @@ broke: skip;
        goto retry;
 
 ours: skip;
-       /* @ dotlock.rs:319-331 acquire_interleaved "fd: Some(temp.into_fd()),"
+       /* @ dotlock.rs:321-333 acquire_interleaved "fd: Some(temp.into_fd()),"
           @ tempfile.rs:318-321 into_fd "self.unlink_name();" */
        d_step {
            assert(exists(t));
@@ -535,9 +540,9 @@ progress_cs:
            /* The keep-alive: refresh through our descriptor, then ask
               whether the name is still ours.  Only after a stop: for a
               holder that was not stopped both steps change nothing.
-              @ dotlock.rs:491-500 touch "futimens(fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)" */
+              @ dotlock.rs:493-502 touch "futimens(fd, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)" */
            d_step { touched = 1; old[t] = 0; newver(t) };
-           /* @ dotlock.rs:470-472 is_held "current_id(&self.dir, &self.name)? == Some(self.id)" */
+           /* @ dotlock.rs:472-474 is_held "current_id(&self.dir, &self.name)? == Some(self.id)" */
            d_step {
                CACHE(me, lk);
                if
@@ -554,7 +559,7 @@ progress_cs:
 #ifndef MOVE_ASIDE
        /* Release::CheckThenUnlink: close, ask whether the name is still
           ours, remove it by name.
-          @ dotlock.rs:552-556 release_steps "drop(fd);" */
+          @ dotlock.rs:554-558 release_steps "drop(fd);" */
        d_step {
            incs[me] = 0; touched = 0; lapsed[me] = 0; busy[me] = 1;
            T[me] = NONE; rel[me] = t; gc(t)
@@ -563,7 +568,7 @@ progress_cs:
           by now and the number given to another file (ext4 reuses them):
           the assertion says that cannot happen unless the holder was
           stopped past the stale age (README, "Inode numbers").
-          @ dotlock.rs:556-558 release_steps "if !self.is_held()?" */
+          @ dotlock.rs:558-560 release_steps "if !self.is_held()?" */
 #if defined(CHECKED_CLAIMS) && !defined(WITH_STOPS)
        d_step { CACHE(me, lk); same = (lk == t); assert(exists(t)) };
 #else
@@ -575,7 +580,7 @@ progress_cs:
        :: else -> d_step { t = NONE; rel[me] = NONE }; goto released   /* NotOurs */
        fi;
 #endif
-       /* @ dotlock.rs:561-563 release_steps "unlinkat(&self.dir, self.name.as_os_str()" */
+       /* @ dotlock.rs:563-565 release_steps "unlinkat(&self.dir, self.name.as_os_str()" */
        d_step {
            same = 0; t = NONE; rel[me] = NONE;
            if
@@ -601,12 +606,12 @@ progress_cs:
 #ifndef SHARED_ASIDE
            /* our private name, which nobody else changes, and the close,
               which nobody sees (our file, if moved, is under that name)
-              @ dotlock.rs:586-589 release_steps "let found = current_id(&self.dir, &aside);" */
+              @ dotlock.rs:588-591 release_steps "let found = current_id(&self.dir, &aside);" */
            ex = aname[AS]; assert(exists(t)); T[me] = NONE; gc(t)
 #endif
        };
 #ifdef SHARED_ASIDE
-       /* @ dotlock.rs:586-589 release_steps "let found = current_id(&self.dir, &aside);" */
+       /* @ dotlock.rs:588-591 release_steps "let found = current_id(&self.dir, &aside);" */
        d_step { ex = aname[AS]; assert(exists(t)); T[me] = NONE; gc(t) };
 #endif
        /* @ dotlock.rs:585-602 release_steps "Ok(Some(id)) if id == self.id =>" */

@@ -6,9 +6,9 @@
 Each `@ FILE:FIRST[-LAST] FUNCTION "TEXT"` in lock.pml whose TEXT is no
 longer within those lines of lockfile/src/FILE is moved by as many lines
 as TEXT moved since REV (default HEAD, where the references held): TEXT's
-line in REV's file, within the old range, against its line now (the
-occurrence nearest the old one). A reference whose TEXT is gone is left as
-it is and listed: the code changed, and the model may need more than a new
+line in REV's file, within the old range (or, if it is not there, the
+reference's first line), against its line now (the occurrence nearest the
+old one). A reference whose TEXT is gone is left as it is and listed: the code changed, and the model may need more than a new
 line number. check.sh remains the judge.
 """
 import pathlib
@@ -40,10 +40,13 @@ def fix(m):
         return m.group(0)
     was = [i + 1 for i, line in enumerate(old_lines(file)) if text in line and first <= i + 1 <= last]
     now = [i + 1 for i, line in enumerate(lines) if text in line]
-    if not was or not now:
+    if not now:
         unresolved.append(m.group(0))
         return m.group(0)
-    shift = min((n - was[0] for n in now), key=abs)
+    # Not where REV had it either (the reference was edited since): the
+    # occurrence nearest the reference's first line.
+    base = was[0] if was else first
+    shift = min((n - base for n in now), key=abs)
     moved += 1
     rng = f"{first + shift}" if last == first else f"{first + shift}-{last + shift}"
     return f'@ {file}:{rng} {func} "{text}"'

@@ -10,7 +10,9 @@
 //!    directory by [`LockDir::anonymous_temps`]);
 //! 2. `linkat` it to the lock name (an anonymous file through
 //!    `/proc/self/fd/N`), and do not trust what it returns: the lock is
-//!    ours iff `fstatat(lock)` names the temporary file's inode and that
+//!    ours iff the lock name leads to the temporary file's inode
+//!    ([`current_id`]: `fstatat` locally, a fresh open on NFS, whose
+//!    lookup cache the link's own reply filled) and that
 //!    file has at least the links we made (two for a named file, its
 //!    temporary name and the lock's; one for an anonymous file; a breaker
 //!    that moved it aside and could not put it back may hold one more). A
@@ -41,9 +43,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{geteuid, unlinkat, UnlinkatFlags};
 
 use crate::content::{AppendMark, Holder, LockContent, MAX_CONTENT};
-use crate::dir::{
-    absent_ok, current_id, mtime, validate_name, with_raised, FileId, LockDir, Privilege,
-};
+use crate::dir::{current_id, mtime, validate_name, with_raised, FileId, LockDir, Privilege};
 use crate::error::{LockError, Op, Result};
 use crate::host::{content_as, PidMode};
 use crate::stale::{
@@ -316,13 +316,15 @@ pub fn acquire_interleaved(
         }
         let temp_st = temp.stat()?;
         let ours = FileId::of(&temp_st);
-        let at_name = absent_ok(dir.stat(name), Op::Stat)?;
+        // Which file the name leads to now, through a fresh open on NFS:
+        // a link's success reply fills the client's lookup cache, so a
+        // `stat` of the name could say "ours" for a link a server reported
+        // but never made (the model's `bug-lying`).
+        let at_name = current_id(dir, name)?;
         // At least the links we made: a breaker that moved our file aside
         // (and could not put it back because we had linked it again) holds
         // one more, and the lock is still ours.
-        if at_name.as_ref().map(FileId::of) == Some(ours)
-            && temp_st.st_nlink >= temp.links_when_locked()
-        {
+        if at_name == Some(ours) && temp_st.st_nlink >= temp.links_when_locked() {
             temp.ensure_mode(&temp_st, opts.mode);
             return Ok(Dotlock {
                 dir: dir.clone(),
