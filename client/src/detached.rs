@@ -35,7 +35,7 @@ use nix::sys::time::TimeSpec;
 use spoollock_lockfile::{acquire, current_id, Dotlock, FileId, LockDir, LockError, PidMode};
 
 use crate::error::{Error, Result};
-use crate::guard::LockOptions;
+use crate::guard::{LockOptions, Route};
 use crate::privileged::{self, HelperSession};
 use crate::target::LockTarget;
 use spoollock_protocol::LockMode;
@@ -45,11 +45,12 @@ use spoollock_protocol::LockMode;
 #[derive(Debug)]
 pub struct DetachedLock {
     target: LockTarget,
-    held: Option<Held>,
+    made: Option<MadeLock>,
 }
 
+/// What this process keeps of the lock it made, by route.
 #[derive(Debug)]
-enum Held {
+enum MadeLock {
     /// Made in-process: the lock crate's own handle (its descriptor is the
     /// lock's inode).
     Direct(Dotlock),
@@ -75,7 +76,7 @@ impl DetachedLock {
     ///
     /// [`LockGuard::acquire_target`]: crate::LockGuard::acquire_target
     pub fn acquire(target: &LockTarget, opts: &LockOptions) -> Result<DetachedLock> {
-        let held = if privileged::needs_helper(&target.dir)? {
+        let made = if Route::of(target)? == Route::Helper {
             let session = HelperSession::lock(
                 target,
                 opts.wait,
@@ -100,7 +101,7 @@ impl DetachedLock {
                 dev: meta.dev(),
                 ino: meta.ino(),
             };
-            Held::Helper {
+            MadeLock::Helper {
                 file,
                 dir,
                 id,
@@ -109,11 +110,11 @@ impl DetachedLock {
             }
         } else {
             let dir = LockDir::open(&target.dir)?;
-            Held::Direct(acquire(&dir, &target.name, &opts.lockfile_options())?)
+            MadeLock::Direct(acquire(&dir, &target.name, &opts.lockfile_options())?)
         };
         Ok(DetachedLock {
             target: target.clone(),
-            held: Some(held),
+            made: Some(made),
         })
     }
 
@@ -124,14 +125,14 @@ impl DetachedLock {
 
     /// True if the lock was made by the setgid helper.
     pub fn via_helper(&self) -> bool {
-        matches!(self.held, Some(Held::Helper { .. }))
+        matches!(self.made, Some(MadeLock::Helper { .. }))
     }
 
     /// True if the lock name still refers to the file we made.
     pub fn is_held(&self) -> Result<bool> {
-        match self.held.as_ref() {
-            Some(Held::Direct(lock)) => Ok(lock.is_held()?),
-            Some(Held::Helper { dir, id, .. }) => {
+        match self.made.as_ref() {
+            Some(MadeLock::Direct(lock)) => Ok(lock.is_held()?),
+            Some(MadeLock::Helper { dir, id, .. }) => {
                 Ok(current_id(dir, &self.target.name)? == Some(*id))
             }
             None => Ok(false),
@@ -142,9 +143,9 @@ impl DetachedLock {
     /// our own file: a successor's lock is never touched. [`LockError::NotOurs`]
     /// when the name no longer refers to it.
     pub fn touch(&self) -> Result<()> {
-        match self.held.as_ref() {
-            Some(Held::Direct(lock)) => Ok(lock.touch()?),
-            Some(Held::Helper { file, .. }) => {
+        match self.made.as_ref() {
+            Some(MadeLock::Direct(lock)) => Ok(lock.touch()?),
+            Some(MadeLock::Helper { file, .. }) => {
                 futimens(file.as_fd(), &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW).map_err(
                     |errno| {
                         Error::Lock(LockError::Io {
@@ -172,9 +173,9 @@ impl DetachedLock {
     /// file it inspected): a successor would have to break our lock as
     /// stale and take it, as the same user, inside that moment.
     pub fn release(mut self) -> Result<()> {
-        match self.held.take() {
-            Some(Held::Direct(lock)) => Ok(lock.release()?),
-            Some(Held::Helper {
+        match self.made.take() {
+            Some(MadeLock::Direct(lock)) => Ok(lock.release()?),
+            Some(MadeLock::Helper {
                 file,
                 dir,
                 id,
@@ -205,10 +206,10 @@ impl DetachedLock {
     }
 
     fn leave(&mut self) {
-        match self.held.take() {
-            Some(Held::Direct(lock)) => lock.leak(),
+        match self.made.take() {
+            Some(MadeLock::Direct(lock)) => lock.leak(),
             // Ending the session (end of file) leaves a detached lock.
-            Some(Held::Helper { session, taker, .. }) => drop(own_session(session, taker)),
+            Some(MadeLock::Helper { session, taker, .. }) => drop(own_session(session, taker)),
             None => {}
         }
     }

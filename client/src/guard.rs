@@ -104,7 +104,7 @@ impl LockOptions {
 /// let mailbox = dir.join("inbox");
 /// let guard = LockGuard::acquire(&mailbox, &LockOptions::no_wait())?;
 /// assert!(dir.join("inbox.lock").exists());
-/// assert!(guard.check()?);
+/// assert!(guard.still_held()?);
 /// guard.touch()?;
 /// guard.release()?;
 /// assert!(!dir.join("inbox.lock").exists());
@@ -113,25 +113,13 @@ impl LockOptions {
 /// ```
 #[derive(Debug)]
 pub struct LockGuard {
-    held: Option<Held>,
+    held: Option<HeldLock>,
     /// The process that took the lock. A child forked while it is held has
     /// a copy of this guard, but neither the keep-alive thread nor the
     /// helper session is the child's: releasing there would remove the
     /// parent's lock (or wait forever for a thread the child does not
     /// have), so the child's copy leaves everything to the parent.
     taker: u32,
-}
-
-/// How the lock is held: in-process, or by a helper session.
-#[derive(Debug)]
-enum Held {
-    Direct {
-        lock: Arc<Dotlock>,
-        keep_alive: Option<KeepAlive>,
-    },
-    /// The helper keeps the lock fresh itself and removes it when the
-    /// session ends, even if this process dies.
-    Helper(Mutex<HelperSession>),
 }
 
 impl LockGuard {
@@ -159,64 +147,38 @@ impl LockGuard {
         dir: Option<&LockDir>,
         opts: &LockOptions,
     ) -> Result<LockGuard> {
-        if privileged::needs_helper(&target.dir)? {
-            let session =
-                HelperSession::lock(target, opts.wait, opts.stale_age, LockMode::Session)?;
-            return Ok(LockGuard {
-                held: Some(Held::Helper(Mutex::new(session))),
-                taker: std::process::id(),
-            });
-        }
-        let dir = match dir {
-            Some(dir) => dir.clone(),
-            None => LockDir::open(&target.dir)?,
-        };
-        let lock = Arc::new(
-            acquire(&dir, &target.name, &opts.lockfile_options())
-                .map_err(|e| not_a_lock(target, e))?,
-        );
-        let keep_alive = opts
-            .keep_alive
-            .map(|every| KeepAlive::start(Arc::clone(&lock), every));
+        let held = Route::of(target)?.acquire(target, dir, opts)?;
         Ok(LockGuard {
-            held: Some(Held::Direct { lock, keep_alive }),
+            held: Some(held),
             taker: std::process::id(),
         })
     }
 
-    fn held(&self) -> &Held {
+    fn held(&self) -> &HeldLock {
         self.held.as_ref().expect("lock present until released")
     }
 
     /// True if the lock is taken through the setgid helper.
     pub fn via_helper(&self) -> bool {
-        matches!(self.held(), Held::Helper(_))
+        matches!(self.held(), HeldLock::Helper(_))
     }
 
     /// Refresh the lock now.
     pub fn touch(&self) -> Result<()> {
-        match self.held() {
-            Held::Direct { lock, .. } => Ok(lock.touch()?),
-            Held::Helper(session) => session_of(session).touch(),
-        }
+        self.held().touch()
     }
 
-    /// True if the lock file is still the one we made.
-    pub fn check(&self) -> Result<bool> {
-        match self.held() {
-            Held::Direct { lock, .. } => Ok(lock.is_held()?),
-            Held::Helper(session) => session_of(session).check(),
-        }
+    /// True if the lock file is still the one we made (false: it was
+    /// removed, or broken as stale and perhaps taken by someone else).
+    pub fn still_held(&self) -> Result<bool> {
+        self.held().still_held()
     }
 
     /// Record (or clear) an append in progress to the protected file in
     /// the lock's content (see `MailboxLock::append`). `lock_path` is the
     /// lock file's path, used on the helper path.
     pub(crate) fn set_append_mark(&self, lock_path: &Path, mark: Option<AppendMark>) -> Result<()> {
-        match self.held() {
-            Held::Direct { lock, .. } => Ok(lock.set_append_mark(mark)?),
-            Held::Helper(session) => session_of(session).set_append_mark(lock_path, mark),
-        }
+        self.held().set_append_mark(lock_path, mark)
     }
 
     /// Release the lock, reporting whether it was still ours.
@@ -229,37 +191,15 @@ impl LockGuard {
     }
 
     fn release_inner(&mut self) -> Result<()> {
-        if self.held.is_none() {
+        let Some(held) = self.held.take() else {
             return Ok(());
-        }
+        };
         if std::process::id() != self.taker {
-            // A forked child's copy: see `taker`. The keep-alive thread's
-            // handle and the lock are the parent's and are not touched; of
-            // a helper session only this process's pipe ends are closed.
-            match self.held.take() {
-                Some(Held::Helper(session)) => session
-                    .into_inner()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .abandon(),
-                other => std::mem::forget(other),
-            }
+            // A forked child's copy: see `taker`.
+            held.abandon();
             return Err(Error::Lock(LockError::NotOurs));
         }
-        match self.held.take() {
-            None => Ok(()),
-            Some(Held::Helper(session)) => session
-                .into_inner()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .release(),
-            Some(Held::Direct { lock, keep_alive }) => {
-                if let Some(keep_alive) = keep_alive {
-                    keep_alive.stop();
-                }
-                let lock = Arc::try_unwrap(lock)
-                    .map_err(|_| Error::Internal("the keep-alive still holds the lock"))?;
-                Ok(lock.release()?)
-            }
-        }
+        held.release()
     }
 }
 
@@ -267,12 +207,6 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         let _ = self.release_inner();
     }
-}
-
-fn session_of(session: &Mutex<HelperSession>) -> std::sync::MutexGuard<'_, HelperSession> {
-    session
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The state of the lock protecting `target`, without taking it.
@@ -283,26 +217,14 @@ fn session_of(session: &Mutex<HelperSession>) -> std::sync::MutexGuard<'_, Helpe
 /// helper would refuse to take for us (another user's) or a missing
 /// helper is no reason not to say who holds it.
 pub fn lock_state(target: &LockTarget, opts: &LockOptions) -> Result<LockState> {
-    if privileged::needs_helper(&target.dir).unwrap_or(false) && is_own_spool_lock(target) {
-        return privileged::check(target);
-    }
-    let dir = LockDir::open(&target.dir)?;
-    check(&dir, &target.name, &opts.lockfile_options()).map_err(|e| not_a_lock(target, e))
+    Route::for_state(target).state(target, opts)
 }
 
 /// Create a lock that stays after this process exits (`spoollock lock`,
 /// `dotlockfile -l`), naming the process `opts.pid_mode` says (the helper
 /// accepts only a live process or none).
 pub fn lock_detached(target: &LockTarget, opts: &LockOptions) -> Result<()> {
-    if privileged::needs_helper(&target.dir)? {
-        let holder_pid = crate::detached::holder_pid(opts.pid_mode);
-        return privileged::lock_detached(target, opts.wait, opts.stale_age, holder_pid);
-    }
-    let dir = LockDir::open(&target.dir)?;
-    acquire(&dir, &target.name, &opts.lockfile_options())
-        .map_err(|e| not_a_lock(target, e))?
-        .leak();
-    Ok(())
+    Route::of(target)?.lock_detached(target, opts)
 }
 
 /// Remove a lock made by [`lock_detached`]: only one owned by the caller
@@ -315,23 +237,203 @@ pub fn lock_detached(target: &LockTarget, opts: &LockOptions) -> Result<()> {
 /// session would go on without its lock. (On a directory the caller writes
 /// there are no helper sessions; `force` changes nothing there.)
 pub fn unlock_by_name(target: &LockTarget, force: bool) -> Result<()> {
-    if privileged::needs_helper(&target.dir)? {
-        return privileged::by_name(target, true, force);
-    }
-    let dir = LockDir::open(&target.dir)?;
-    remove_by_name(&dir, &target.name, &Options::default(), is_mine)
-        .map_err(|e| not_a_lock(target, e))
+    Route::of(target)?.by_name(target, ByName::Remove, force)
 }
 
 /// Refresh a lock made by [`lock_detached`] (only the caller's own; a live
 /// helper session's only when `force`, as for [`unlock_by_name`]).
 pub fn touch_by_name(target: &LockTarget, force: bool) -> Result<()> {
-    if privileged::needs_helper(&target.dir)? {
-        return privileged::by_name(target, false, force);
+    Route::of(target)?.by_name(target, ByName::Touch, force)
+}
+
+/// The two ways a lock is handled: in this process through the lock crate
+/// (`Direct`), or by `spoollock-helper` on a spool only the mail group may
+/// write (`Helper`). The choice is made here ([`Route::of`]) and each
+/// operation on a lock not held by this process is written once per route
+/// below; a held lock's are on [`HeldLock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    Direct,
+    Helper,
+}
+
+/// What [`Route::by_name`] does to a lock made by [`lock_detached`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ByName {
+    Remove,
+    Touch,
+}
+
+impl Route {
+    /// The route for taking, removing or refreshing a lock of `target`.
+    pub(crate) fn of(target: &LockTarget) -> Result<Route> {
+        Ok(if privileged::needs_helper(&target.dir)? {
+            Route::Helper
+        } else {
+            Route::Direct
+        })
     }
-    let dir = LockDir::open(&target.dir)?;
-    spoollock_lockfile::touch_by_name(&dir, &target.name, is_mine)
-        .map_err(|e| not_a_lock(target, e))
+
+    /// The route for reading a lock's state: the helper only for the
+    /// caller's own lock on a mail-group spool (see [`lock_state`]); an
+    /// error deciding means direct.
+    fn for_state(target: &LockTarget) -> Route {
+        match Route::of(target) {
+            Ok(Route::Helper) if is_own_spool_lock(target) => Route::Helper,
+            _ => Route::Direct,
+        }
+    }
+
+    /// Take the lock for a [`LockGuard`], kept fresh while held: by the
+    /// keep-alive thread, or by the helper itself.
+    fn acquire(
+        self,
+        target: &LockTarget,
+        dir: Option<&LockDir>,
+        opts: &LockOptions,
+    ) -> Result<HeldLock> {
+        match self {
+            Route::Helper => {
+                let session =
+                    HelperSession::lock(target, opts.wait, opts.stale_age, LockMode::Session)?;
+                Ok(HeldLock::Helper(Mutex::new(session)))
+            }
+            Route::Direct => {
+                let dir = match dir {
+                    Some(dir) => dir.clone(),
+                    None => LockDir::open(&target.dir)?,
+                };
+                let lock = Arc::new(
+                    acquire(&dir, &target.name, &opts.lockfile_options())
+                        .map_err(|e| not_a_lock(target, e))?,
+                );
+                let keep_alive = opts
+                    .keep_alive
+                    .map(|every| KeepAlive::start(Arc::clone(&lock), every));
+                Ok(HeldLock::Direct { lock, keep_alive })
+            }
+        }
+    }
+
+    /// See [`lock_state`].
+    fn state(self, target: &LockTarget, opts: &LockOptions) -> Result<LockState> {
+        match self {
+            Route::Helper => privileged::check(target),
+            Route::Direct => {
+                let dir = LockDir::open(&target.dir)?;
+                check(&dir, &target.name, &opts.lockfile_options())
+                    .map_err(|e| not_a_lock(target, e))
+            }
+        }
+    }
+
+    /// See [`lock_detached`].
+    fn lock_detached(self, target: &LockTarget, opts: &LockOptions) -> Result<()> {
+        match self {
+            Route::Helper => {
+                let holder_pid = crate::detached::holder_pid(opts.pid_mode);
+                privileged::lock_detached(target, opts.wait, opts.stale_age, holder_pid)
+            }
+            Route::Direct => {
+                let dir = LockDir::open(&target.dir)?;
+                acquire(&dir, &target.name, &opts.lockfile_options())
+                    .map_err(|e| not_a_lock(target, e))?
+                    .leak();
+                Ok(())
+            }
+        }
+    }
+
+    /// See [`unlock_by_name`] and [`touch_by_name`].
+    fn by_name(self, target: &LockTarget, what: ByName, force: bool) -> Result<()> {
+        match self {
+            Route::Helper => privileged::by_name(target, what == ByName::Remove, force),
+            Route::Direct => {
+                let dir = LockDir::open(&target.dir)?;
+                match what {
+                    ByName::Remove => {
+                        remove_by_name(&dir, &target.name, &Options::default(), is_mine)
+                    }
+                    ByName::Touch => spoollock_lockfile::touch_by_name(&dir, &target.name, is_mine),
+                }
+                .map_err(|e| not_a_lock(target, e))
+            }
+        }
+    }
+}
+
+/// The lock a [`LockGuard`] holds, by [`Route`].
+#[derive(Debug)]
+enum HeldLock {
+    /// Held in-process: the lock crate's handle, shared with the
+    /// keep-alive thread that refreshes it.
+    Direct {
+        lock: Arc<Dotlock>,
+        keep_alive: Option<KeepAlive>,
+    },
+    /// The helper keeps the lock fresh itself and removes it when the
+    /// session ends, even if this process dies.
+    Helper(Mutex<HelperSession>),
+}
+
+impl HeldLock {
+    fn touch(&self) -> Result<()> {
+        match self {
+            HeldLock::Direct { lock, .. } => Ok(lock.touch()?),
+            HeldLock::Helper(session) => session_of(session).touch(),
+        }
+    }
+
+    fn still_held(&self) -> Result<bool> {
+        match self {
+            HeldLock::Direct { lock, .. } => Ok(lock.is_held()?),
+            HeldLock::Helper(session) => session_of(session).check(),
+        }
+    }
+
+    fn set_append_mark(&self, lock_path: &Path, mark: Option<AppendMark>) -> Result<()> {
+        match self {
+            HeldLock::Direct { lock, .. } => Ok(lock.set_append_mark(mark)?),
+            HeldLock::Helper(session) => session_of(session).set_append_mark(lock_path, mark),
+        }
+    }
+
+    /// Remove the lock, reporting whether it was still ours.
+    fn release(self) -> Result<()> {
+        match self {
+            HeldLock::Helper(session) => into_session(session).release(),
+            HeldLock::Direct { lock, keep_alive } => {
+                if let Some(keep_alive) = keep_alive {
+                    keep_alive.stop();
+                }
+                let lock = Arc::try_unwrap(lock)
+                    .map_err(|_| Error::Internal("the keep-alive still holds the lock"))?;
+                Ok(lock.release()?)
+            }
+        }
+    }
+
+    /// Let go of a forked child's copy: the keep-alive thread's handle and
+    /// the lock are the parent's and are not touched; of a helper session
+    /// only this process's pipe ends are closed.
+    fn abandon(self) {
+        match self {
+            HeldLock::Helper(session) => into_session(session).abandon(),
+            direct @ HeldLock::Direct { .. } => std::mem::forget(direct),
+        }
+    }
+}
+
+fn session_of(session: &Mutex<HelperSession>) -> std::sync::MutexGuard<'_, HelperSession> {
+    session
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn into_session(session: Mutex<HelperSession>) -> HelperSession {
+    session
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A lock error on the direct path, telling a regular file too large to

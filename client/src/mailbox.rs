@@ -487,7 +487,7 @@ impl MailboxLock {
     /// [`Error::MailboxReplaced`] returned: the message is not delivered.
     pub fn append(&mut self, message: &[u8], sender: &str) -> Result<()> {
         if let Some(dotlock) = &self.dotlock {
-            if !dotlock.check()? {
+            if !dotlock.still_held()? {
                 return Err(Error::Lock(LockError::NotOurs));
             }
         }

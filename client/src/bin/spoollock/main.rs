@@ -48,27 +48,27 @@ pub mod exit {
 struct DeliverFailed(u8);
 
 /// The locks `run` holds while its command runs.
-enum Held {
+enum RunLocks {
     /// `--lock-file`: just that dotlock.
     Dotlock(LockGuard),
     /// PATH or `--mailbox`: the dotlock and/or fcntl lock on the mailbox.
     Mailbox(MailboxLock),
 }
 
-impl Held {
+impl RunLocks {
     fn release(self) -> Result<(), Error> {
         match self {
-            Held::Dotlock(guard) => guard.release(),
-            Held::Mailbox(mailbox) => mailbox.release(),
+            RunLocks::Dotlock(guard) => guard.release(),
+            RunLocks::Mailbox(mailbox) => mailbox.release(),
         }
     }
 }
 
-fn hold_for_run(common: &Common, locks: &cli::Locks) -> Result<Held, Error> {
+fn hold_for_run(common: &Common, locks: &cli::Locks) -> Result<RunLocks, Error> {
     let target = common.target()?;
     let lock_opts = options(common, &target)?;
     if common.lock_file.is_some() {
-        return Ok(Held::Dotlock(LockGuard::acquire_target(
+        return Ok(RunLocks::Dotlock(LockGuard::acquire_target(
             &target, &lock_opts,
         )?));
     }
@@ -83,7 +83,7 @@ fn hold_for_run(common: &Common, locks: &cli::Locks) -> Result<Held, Error> {
             path.display()
         )));
     }
-    Ok(Held::Mailbox(MailboxLock::open(&path, &opts)?))
+    Ok(RunLocks::Mailbox(MailboxLock::open(&path, &opts)?))
 }
 
 /// `spoollock deliver`: the message from standard input, appended whole

@@ -30,7 +30,7 @@ struct Row {
 enum State {
     /// Valid: `Some(pid)` when its process is known to live here, else
     /// kept for its age (how long until stale).
-    Held(Held),
+    Held(KeptBecause),
     Stale(StaleReason),
     /// Something that is not a lock has the name (directory, symlink,
     /// large file): never broken.
@@ -42,8 +42,10 @@ enum State {
     Unreadable(String),
 }
 
+/// Why a valid lock is kept: its process lives here, or it is not old
+/// enough to be stale (how long until it is, when its age is known).
 #[derive(Debug)]
-enum Held {
+enum KeptBecause {
     Process(u32),
     Fresh(Option<Duration>),
 }
@@ -62,11 +64,11 @@ impl State {
     /// What the next locker would do, and why.
     fn why(&self) -> String {
         match self {
-            State::Held(Held::Process(pid)) => format!("kept: its process {pid} is alive"),
-            State::Held(Held::Fresh(Some(left))) => {
+            State::Held(KeptBecause::Process(pid)) => format!("kept: its process {pid} is alive"),
+            State::Held(KeptBecause::Fresh(Some(left))) => {
                 format!("kept: stale in {}s unless refreshed", left.as_secs())
             }
-            State::Held(Held::Fresh(None)) => "kept: not old enough to be stale".into(),
+            State::Held(KeptBecause::Fresh(None)) => "kept: not old enough to be stale".into(),
             State::Stale(reason) => format!("would be broken: {reason}"),
             State::NotALock => "never broken: not a lock file".into(),
             State::Free => "takes it".into(),
@@ -134,7 +136,7 @@ fn row(lock_dir: &LockDir, dir: &Path, name: &OsString, opts: &Options) -> Row {
     let path = dir.join(name);
     let mut row = Row {
         path,
-        state: State::Held(Held::Fresh(None)),
+        state: State::Held(KeptBecause::Fresh(None)),
         pid: None,
         host: None,
         program: None,
@@ -175,8 +177,8 @@ fn row(lock_dir: &LockDir, dir: &Path, name: &OsString, opts: &Options) -> Row {
     row.owner = holder.owner.map(login_of);
     if let State::Held(_) = row.state {
         row.state = State::Held(match (row.program.is_some(), row.pid) {
-            (true, Some(pid)) => Held::Process(pid),
-            _ => Held::Fresh(row.age.map(|a| opts.stale_age.saturating_sub(a))),
+            (true, Some(pid)) => KeptBecause::Process(pid),
+            _ => KeptBecause::Fresh(row.age.map(|a| opts.stale_age.saturating_sub(a))),
         });
     }
     row
