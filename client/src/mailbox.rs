@@ -4,8 +4,9 @@
 //! The two are taken in a configurable order (default fcntl, then dotlock,
 //! as Debian policy and Postfix), and never is one held while blocking on
 //! the other: if the second cannot be had at once, the first is released,
-//! the caller backs off (jittered, 1 ms doubling to 100 ms) and tries again
-//! within its deadline. Two programs using opposite orders therefore cannot
+//! the caller backs off (as the lock crate does between attempts at a
+//! dotlock: jittered, 1 ms doubling to 100 ms) and tries again within its
+//! wait policy. Two programs using opposite orders therefore cannot
 //! deadlock. See [`crate::record_lock`] for which fcntl locks are used and
 //! the "closing a descriptor drops the lock" pitfall they avoid.
 //!
@@ -34,15 +35,15 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmod, Mode};
 use nix::unistd::{fchown, Gid, Uid};
 use spoollock_lockfile::{
-    current_id, AppendMark, Event, FileId, LockContent, LockDir, LockError, LockState, Observer,
-    Wait,
+    current_id, AppendMark, Backoff, Event, FileId, LockContent, LockDir, LockError, LockState,
+    Observer, Retry, Wait,
 };
 
 use crate::error::{Error, Result};
@@ -285,10 +286,10 @@ impl MailboxLock {
     /// Open the mailbox and take every lock, until the path names the
     /// file the locks are on once all of them are held.
     fn lock_current_file(&mut self, target: &LockTarget, opts: &MailboxOptions) -> Result<()> {
-        let mut budget = Budget::new(opts.lock.wait);
+        let mut retry = Retry::new(opts.lock.wait, Backoff::default());
         for _ in 0..MAX_REPLACED {
             (self.file, self.id) = open_mailbox(&self.dir, &self.name, &self.path, opts)?.unzip();
-            self.acquire_all(target, opts, &mut budget)?;
+            self.acquire_all(target, opts, &mut retry)?;
             if self.names_locked_file()? {
                 return Ok(());
             }
@@ -298,7 +299,9 @@ impl MailboxLock {
             // name could lead back to it.
             (self.file, self.id) = (None, None);
             notify(opts, &Event::MailboxReplaced);
-            budget.check_deadline()?;
+            if retry.deadline_passed() {
+                return Err(Error::Lock(LockError::Timeout { holder: None }));
+            }
         }
         Err(Error::MailboxReplaced(self.path.clone()))
     }
@@ -349,16 +352,16 @@ impl MailboxLock {
         &mut self,
         target: &LockTarget,
         opts: &MailboxOptions,
-        budget: &mut Budget,
+        retry: &mut Retry,
     ) -> Result<()> {
-        let mut pause = Duration::from_millis(1);
+        retry.restart_backoff();
         loop {
             let order = self.order(opts);
             let Some((&first, rest)) = order.split_first() else {
                 return Ok(());
             };
             // Holding nothing, we may wait for the first lock.
-            self.take(first, target, opts, budget.wait())?;
+            self.take(first, target, opts, retry.remaining())?;
             let mut busy = None;
             for &next in rest {
                 match self.take(next, target, opts, Wait::NoWait) {
@@ -374,10 +377,7 @@ impl MailboxLock {
                 return Ok(());
             };
             self.release_all()?;
-            budget.spend(busy)?;
-            let jitter = jitter(pause);
-            std::thread::sleep(budget.clamp(jitter));
-            pause = (pause * 2).min(Duration::from_millis(100));
+            std::thread::sleep(pause_or_give_up(retry, busy)?);
         }
     }
 
@@ -692,8 +692,7 @@ fn wait_record_lock(
     kind: LockKind,
     wait: Wait,
 ) -> Result<std::result::Result<RecordLockFlavor, Errno>> {
-    let mut budget = Budget::new(wait);
-    let mut pause = Duration::from_millis(1);
+    let mut retry = Retry::new(wait, Backoff::default());
     loop {
         match record_lock::try_lock(file, kind) {
             Ok((true, flavor)) => return Ok(Ok(flavor)),
@@ -701,81 +700,30 @@ fn wait_record_lock(
             Err(errno) if cannot_lock(errno) => return Ok(Err(errno)),
             Err(errno) => return Err(Error::Io(errno.into())),
         }
-        budget.spend(Error::Lock(LockError::Busy { holder: None }))?;
-        std::thread::sleep(budget.clamp(jitter(pause)));
-        pause = (pause * 2).min(Duration::from_millis(100));
+        let busy = Error::Lock(LockError::Busy { holder: None });
+        std::thread::sleep(pause_or_give_up(&mut retry, busy)?);
     }
 }
 
-/// What is left of the caller's wait policy across several attempts.
-#[derive(Debug)]
-struct Budget {
-    wait: Wait,
-    used: u32,
-}
-
-impl Budget {
-    fn new(wait: Wait) -> Budget {
-        Budget { wait, used: 0 }
+/// After an attempt that found a lock busy (`busy`): the pause before the
+/// next one, or the error to give up with once `retry` is spent (`busy`
+/// itself when the policy is not to wait; otherwise busy, or a timeout
+/// once a deadline passed, naming `busy`'s holder).
+fn pause_or_give_up(retry: &mut Retry, busy: Error) -> Result<Duration> {
+    if retry.remaining() == Wait::NoWait {
+        return Err(busy);
     }
-
-    /// The policy for the next blocking step.
-    fn wait(&self) -> Wait {
-        match self.wait {
-            Wait::Retries(n) => Wait::Retries(n.saturating_sub(self.used)),
-            other => other,
-        }
-    }
-
-    /// Account for one failed round; the error to return once the budget
-    /// is gone (busy becomes timeout when a deadline passed).
-    fn spend(&mut self, busy: Error) -> Result<()> {
-        self.used += 1;
-        let holder = match &busy {
-            Error::Lock(e) => e.holder().cloned().map(Box::new),
-            _ => None,
-        };
-        match self.wait {
-            Wait::NoWait => Err(busy),
-            Wait::Retries(n) if self.used > n => Err(Error::Lock(LockError::Busy { holder })),
-            Wait::Until(deadline) if Instant::now() >= deadline => {
-                Err(Error::Lock(LockError::Timeout { holder }))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// A `Timeout` error once a deadline has passed.
-    fn check_deadline(&self) -> Result<()> {
-        match self.wait {
-            Wait::Until(deadline) if Instant::now() >= deadline => {
-                Err(Error::Lock(LockError::Timeout { holder: None }))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn clamp(&self, pause: Duration) -> Duration {
-        match self.wait {
-            Wait::Until(deadline) => pause.min(deadline.saturating_duration_since(Instant::now())),
-            _ => pause,
-        }
-    }
+    let holder = match &busy {
+        Error::Lock(e) => e.holder().cloned(),
+        _ => None,
+    };
+    retry.next_pause(holder).map_err(Error::Lock)
 }
 
 fn notify(opts: &MailboxOptions, event: &Event) {
     if let Some(observer) = &opts.lock.observer {
         observer(event);
     }
-}
-
-/// Between half and all of `step`, so contenders that collide spread out.
-fn jitter(step: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    let nanos = step.as_nanos() as u64;
-    Duration::from_nanos(nanos / 2 + h.finish() % (nanos / 2).max(1))
 }
 
 /// The append mark of the lock protecting `target`, if that lock is stale

@@ -58,4 +58,4 @@ pub use error::{LockError, Op, Result};
 pub use host::{content_for, local_host, process_state, LocalHost, PidMode, ProcState};
 pub use stale::{judge, judge_trusting, BreakOutcome, Journal, StaleReason};
 pub use tempfile::{private_aside_name, temp_name_owner, MAX_TEMP_NAME};
-pub use wait::{Backoff, Wait};
+pub use wait::{Backoff, Retry, Wait};

@@ -58,44 +58,46 @@ impl Default for Backoff {
     }
 }
 
-/// The waiting state of one acquisition.
-#[derive(Debug)]
-pub(crate) struct Waiter<'a> {
+/// A wait policy spent over repeated attempts, with [`Backoff`] between
+/// them: what [`acquire`](crate::acquire) waits with, for callers that
+/// retry something else within one policy (an fcntl lock polled for, a
+/// set of locks taken together). It only computes the pauses; the caller
+/// sleeps.
+#[derive(Debug, Clone)]
+pub struct Retry {
     wait: Wait,
     backoff: Backoff,
     next: Duration,
     waits: u32,
-    dir: &'a LockDir,
-    name: &'a OsStr,
-    inotify: Option<Inotify>,
-    inotify_tried: bool,
-    interrupt: Option<Arc<OwnedFd>>,
 }
 
-impl<'a> Waiter<'a> {
-    pub fn new(
-        dir: &'a LockDir,
-        name: &'a OsStr,
-        wait: Wait,
-        backoff: Backoff,
-        interrupt: Option<Arc<OwnedFd>>,
-    ) -> Waiter<'a> {
-        Waiter {
+impl Retry {
+    /// A fresh policy: no pause taken yet, the backoff at its first step.
+    pub fn new(wait: Wait, backoff: Backoff) -> Retry {
+        Retry {
             wait,
             backoff,
             next: backoff.first,
             waits: 0,
-            dir,
-            name,
-            inotify: None,
-            inotify_tried: false,
-            interrupt,
         }
     }
 
-    /// Pause before the next attempt, or give up with the error the
-    /// caller's wait policy calls for.
-    pub fn pause(&mut self, holder: Option<Holder>) -> Result<()> {
+    /// What is left of the policy, for one attempt that waits by itself
+    /// (the retries taken so far deducted).
+    pub fn remaining(&self) -> Wait {
+        match self.wait {
+            Wait::Retries(n) => Wait::Retries(n.saturating_sub(self.waits)),
+            other => other,
+        }
+    }
+
+    /// After a failed attempt: the pause before the next one (between half
+    /// and all of the current backoff step, so waiters that started
+    /// together spread out, and never past the deadline), or the error the
+    /// policy calls for, naming `holder`: [`LockError::Busy`] without
+    /// waits or once the retries are used up, [`LockError::Timeout`] once
+    /// the deadline has passed.
+    pub fn next_pause(&mut self, holder: Option<Holder>) -> Result<Duration> {
         let holder = holder.map(Box::new);
         let pause = self.jittered();
         let pause = match self.wait {
@@ -112,15 +114,61 @@ impl<'a> Waiter<'a> {
         };
         self.waits += 1;
         self.next = (self.next * 2).min(self.backoff.max);
-        self.sleep(pause)
+        Ok(pause)
     }
 
-    /// A pause between half and all of the current step, so waiters that
-    /// started together spread out.
+    /// Start the backoff again from its first step; what was spent of the
+    /// policy stays spent.
+    pub fn restart_backoff(&mut self) {
+        self.next = self.backoff.first;
+    }
+
+    /// True once the policy's deadline, if it has one, has passed.
+    pub fn deadline_passed(&self) -> bool {
+        matches!(self.wait, Wait::Until(deadline) if Instant::now() >= deadline)
+    }
+
     fn jittered(&self) -> Duration {
         let step = self.next.as_nanos() as u64;
         let half = step / 2;
         Duration::from_nanos(half + random_u64() % (step - half).max(1))
+    }
+}
+
+/// The waiting state of one acquisition.
+#[derive(Debug)]
+pub(crate) struct Waiter<'a> {
+    retry: Retry,
+    dir: &'a LockDir,
+    name: &'a OsStr,
+    inotify: Option<Inotify>,
+    inotify_tried: bool,
+    interrupt: Option<Arc<OwnedFd>>,
+}
+
+impl<'a> Waiter<'a> {
+    pub fn new(
+        dir: &'a LockDir,
+        name: &'a OsStr,
+        wait: Wait,
+        backoff: Backoff,
+        interrupt: Option<Arc<OwnedFd>>,
+    ) -> Waiter<'a> {
+        Waiter {
+            retry: Retry::new(wait, backoff),
+            dir,
+            name,
+            inotify: None,
+            inotify_tried: false,
+            interrupt,
+        }
+    }
+
+    /// Pause before the next attempt, or give up with the error the
+    /// caller's wait policy calls for.
+    pub fn pause(&mut self, holder: Option<Holder>) -> Result<()> {
+        let pause = self.retry.next_pause(holder)?;
+        self.sleep(pause)
     }
 
     fn watch(&mut self) {
@@ -225,5 +273,45 @@ impl Drop for Waiter<'_> {
         if let Some(inotify) = self.inotify.take() {
             self.dir.keep_inotify(inotify);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_spends_the_policy_with_bounded_jittered_backoff() {
+        let backoff = Backoff {
+            first: Duration::from_millis(4),
+            max: Duration::from_millis(10),
+        };
+        let mut retry = Retry::new(Wait::Retries(3), backoff);
+        let steps = [4, 8, 10].map(Duration::from_millis);
+        for (used, step) in steps.into_iter().enumerate() {
+            assert_eq!(retry.remaining(), Wait::Retries(3 - used as u32));
+            let pause = retry.next_pause(None).unwrap();
+            assert!(pause >= step / 2 && pause <= step, "{pause:?} for {step:?}");
+        }
+        assert_eq!(retry.remaining(), Wait::Retries(0));
+        assert_eq!(
+            retry.next_pause(None),
+            Err(LockError::Busy { holder: None })
+        );
+        retry.restart_backoff();
+        assert_eq!(retry.remaining(), Wait::Retries(0));
+
+        let mut now = Retry::new(Wait::NoWait, backoff);
+        assert_eq!(now.next_pause(None), Err(LockError::Busy { holder: None }));
+
+        let mut past = Retry::new(Wait::Until(Instant::now()), backoff);
+        assert!(past.deadline_passed());
+        assert_eq!(
+            past.next_pause(None),
+            Err(LockError::Timeout { holder: None })
+        );
+        let mut later = Retry::new(Wait::timeout(Duration::from_secs(60)), backoff);
+        assert!(!later.deadline_passed());
+        assert!(later.next_pause(None).unwrap() <= backoff.first);
     }
 }
