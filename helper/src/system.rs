@@ -191,20 +191,43 @@ pub fn no_new_privs() -> Result<bool, Errno> {
     nix::sys::prctl::get_no_new_privs()
 }
 
+/// Why the capability sets could not be emptied.
+#[derive(Debug)]
+pub enum CapabilityError {
+    /// Clearing this set failed.
+    Clear(caps::CapSet, caps::errors::CapsError),
+    /// Reading this set back failed.
+    Read(caps::CapSet, caps::errors::CapsError),
+    /// This set still holds these capabilities after it was cleared.
+    Remain(caps::CapSet, caps::CapsHashSet),
+}
+
+impl std::fmt::Display for CapabilityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CapabilityError::Clear(set, e) => write!(f, "cannot clear {set:?} capabilities: {e}"),
+            CapabilityError::Read(_, e) => write!(f, "cannot read capabilities: {e}"),
+            CapabilityError::Remain(set, held) => {
+                write!(f, "{set:?} capabilities remain: {held:?}")
+            }
+        }
+    }
+}
+
 /// Empty every capability set (effective, permitted, inheritable,
 /// ambient) and check that they are empty. A setgid (not setuid) helper
 /// normally has none; a root caller's are dropped.
-pub fn drop_capabilities() -> Result<(), String> {
+pub fn drop_capabilities() -> Result<(), CapabilityError> {
     use caps::CapSet;
     // Clearing the permitted set clears the effective set with it (one
     // `capset`); the three are read back below.
     for set in [CapSet::Ambient, CapSet::Inheritable, CapSet::Permitted] {
-        caps::clear(None, set).map_err(|e| format!("cannot clear {set:?} capabilities: {e}"))?;
+        caps::clear(None, set).map_err(|e| CapabilityError::Clear(set, e))?;
     }
     for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
-        let held = caps::read(None, set).map_err(|e| format!("cannot read capabilities: {e}"))?;
+        let held = caps::read(None, set).map_err(|e| CapabilityError::Read(set, e))?;
         if !held.is_empty() {
-            return Err(format!("{set:?} capabilities remain: {held:?}"));
+            return Err(CapabilityError::Remain(set, held));
         }
     }
     Ok(())
