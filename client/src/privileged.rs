@@ -18,16 +18,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Instant;
 
 use nix::unistd::{access, getuid, AccessFlags, User};
-use spoollock_lockfile::{
-    AppendMark, LockContent, LockError, StaleReason, Wait, DEFAULT_STALE_AGE,
-};
+use spoollock_lockfile::{AppendMark, LockContent, LockError, Wait, DEFAULT_STALE_AGE};
 use spoollock_protocol::{
-    codec::encode, paths, read_frame, CodecError, FsOp, Hello, HolderInfo, LockMode, LockRequest,
-    LockStatus, Refusal, Reply, Request, SessionInfo, SpoolSel, StaleKind, Target, WaitSpec,
-    Welcome,
+    codec::encode, paths, read_frame, CodecError, Hello, LockMode, LockRequest, LockStatus,
+    Refusal, Reply, Request, SessionInfo, SpoolSel, Target, Welcome,
 };
 
 use crate::error::{Error, HelperError, Result};
@@ -239,7 +235,7 @@ impl HelperSession {
         let request = |target: Target| {
             Request::Lock(LockRequest {
                 target,
-                wait: wait_spec(wait),
+                wait: wait.into(),
                 mode,
                 stale_age_secs: (stale_age != DEFAULT_STALE_AGE)
                     .then(|| stale_age.as_secs().min(u32::MAX as u64) as u32),
@@ -483,11 +479,7 @@ pub(crate) fn check(target: &LockTarget) -> Result<LockState> {
     session.lock_path = target.path();
     let t = session.target_for(target)?;
     let state = match session.call(&Request::Check(t))? {
-        Reply::Status(LockStatus::Free) => LockState::Free,
-        Reply::Status(LockStatus::Held(h)) => LockState::Held(holder(h)),
-        Reply::Status(LockStatus::Stale(h, kind)) => {
-            LockState::Stale(holder(h), stale_reason(kind))
-        }
+        Reply::Status(status) => LockState::from(status),
         Reply::Error(refusal) => return Err(session.refused(refusal)),
         other => return Err(protocol_error(&other)),
     };
@@ -530,64 +522,8 @@ fn codec_error(e: spoollock_protocol::CodecError) -> Error {
     HelperError::Codec(e).into()
 }
 
-fn wait_spec(wait: Wait) -> WaitSpec {
-    match wait {
-        Wait::NoWait => WaitSpec::NoWait,
-        Wait::Retries(n) => WaitSpec::Retries(n),
-        Wait::Until(deadline) => WaitSpec::TimeoutMs(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis() as u64,
-        ),
-        Wait::Forever => WaitSpec::Forever,
-    }
-}
-
-fn holder(h: HolderInfo) -> Holder {
-    let mtime = if h.mtime_secs >= 0 {
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(h.mtime_secs as u64)
-    } else {
-        std::time::UNIX_EPOCH
-    };
-    Holder {
-        content: LockContent {
-            pid: h.pid,
-            host: h.host,
-            boot: None,
-            start: None,
-            append: None,
-        },
-        mtime,
-        owner: None,
-    }
-}
-
-fn stale_reason(kind: StaleKind) -> StaleReason {
-    match kind {
-        StaleKind::DeadProcess => StaleReason::DeadProcess,
-        StaleKind::PidReused => StaleReason::PidReused,
-        StaleKind::Age => StaleReason::Age,
-    }
-}
-
 fn errno(e: i32) -> nix::errno::Errno {
     nix::errno::Errno::from_raw(e)
-}
-
-fn op(o: FsOp) -> spoollock_lockfile::Op {
-    use spoollock_lockfile::Op;
-    match o {
-        FsOp::OpenDir => Op::OpenDir,
-        FsOp::CreateTemp => Op::CreateTemp,
-        FsOp::WriteTemp => Op::WriteTemp,
-        FsOp::Link => Op::Link,
-        FsOp::Stat => Op::Stat,
-        FsOp::ReadLock => Op::ReadLock,
-        FsOp::Unlink => Op::Unlink,
-        FsOp::Rename => Op::Rename,
-        FsOp::Touch => Op::Touch,
-        FsOp::Wait => Op::Wait,
-    }
 }
 
 /// A helper refusal about the lock file `lock` as the error the direct
@@ -601,25 +537,25 @@ fn refused_at(lock: &Path, refusal: Refusal) -> Error {
             owner,
         },
         Refusal::Busy { holder: h } => Error::Lock(LockError::Busy {
-            holder: h.map(holder).map(Box::new),
+            holder: h.map(Holder::from).map(Box::new),
         }),
         Refusal::Timeout { holder: h } => Error::Lock(LockError::Timeout {
-            holder: h.map(holder).map(Box::new),
+            holder: h.map(Holder::from).map(Box::new),
         }),
         Refusal::LockNotRegular => Error::Lock(LockError::NotRegularFile),
         Refusal::NotOurs | Refusal::NotLocked | Refusal::LockLost => {
             Error::Lock(LockError::NotOurs)
         }
-        Refusal::Permission { op: o, errno: e } => Error::Lock(LockError::Permission {
-            op: op(o),
+        Refusal::Permission { op, errno: e } => Error::Lock(LockError::Permission {
+            op,
             errno: errno(e),
         }),
         Refusal::TempWrite { errno: e } => Error::Lock(LockError::TempWrite { errno: errno(e) }),
         Refusal::StaleNotRemoved { errno: e } => {
             Error::Lock(LockError::StaleNotRemoved { errno: errno(e) })
         }
-        Refusal::Io { op: o, errno: e } => Error::Lock(LockError::Io {
-            op: op(o),
+        Refusal::Io { op, errno: e } => Error::Lock(LockError::Io {
+            op,
             errno: errno(e),
         }),
         other => Error::Refused(other),

@@ -19,6 +19,7 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
 use spoollock_protocol::paths::{BUILTIN_SPOOLS, CONFIG_PATH};
+use spoollock_protocol::{ConfigProblem, ConfigSyntax, ConfigUnsafe};
 
 use crate::trusted::{self, WalkError};
 
@@ -31,11 +32,11 @@ pub const MAX_SPOOLS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
     /// The file, or a directory above it, is not trusted.
-    Unsafe(&'static str),
+    Unsafe(ConfigUnsafe),
     /// Reading it failed.
     Io(Errno),
     /// A line is not a valid directive (1-based line number).
-    Syntax { line: usize, why: &'static str },
+    Syntax { line: usize, why: ConfigSyntax },
     /// More than [`MAX_SPOOLS`] spools, or a file over [`MAX_CONFIG`] bytes.
     TooLarge,
 }
@@ -47,6 +48,23 @@ impl std::fmt::Display for ConfigError {
             ConfigError::Io(e) => write!(f, "{CONFIG_PATH}: {}", e.desc()),
             ConfigError::Syntax { line, why } => write!(f, "{CONFIG_PATH}:{line}: {why}"),
             ConfigError::TooLarge => write!(f, "{CONFIG_PATH}: too large or too many spools"),
+        }
+    }
+}
+
+/// What the client is told: the same, without the local `errno` type.
+impl From<&ConfigError> for ConfigProblem {
+    fn from(e: &ConfigError) -> ConfigProblem {
+        match *e {
+            ConfigError::Unsafe(why) => ConfigProblem::Unsafe(why),
+            ConfigError::Io(errno) => ConfigProblem::Io {
+                errno: errno as i32,
+            },
+            ConfigError::Syntax { line, why } => ConfigProblem::Syntax {
+                line: u32::try_from(line).unwrap_or(u32::MAX),
+                problem: why,
+            },
+            ConfigError::TooLarge => ConfigProblem::TooLarge,
         }
     }
 }
@@ -72,13 +90,13 @@ fn read_config() -> Result<Option<Vec<u8>>, ConfigError> {
         Ok(found) => found,
         Err(WalkError::Missing) => return Ok(None),
         Err(WalkError::UnsafeAncestor) => {
-            return Err(ConfigError::Unsafe(
-                "a directory above it is not root-owned or is writable by non-root",
-            ))
+            return Err(ConfigError::Unsafe(ConfigUnsafe::UnsafeAncestor))
         }
-        Err(WalkError::Symlink) => return Err(ConfigError::Unsafe("path contains a symlink")),
-        Err(WalkError::NotDirectory) => return Err(ConfigError::Unsafe("path is not a directory")),
-        Err(WalkError::BadPath) => return Err(ConfigError::Unsafe("built-in path is invalid")),
+        Err(WalkError::Symlink) => return Err(ConfigError::Unsafe(ConfigUnsafe::Symlink)),
+        Err(WalkError::NotDirectory) => {
+            return Err(ConfigError::Unsafe(ConfigUnsafe::NotDirectory))
+        }
+        Err(WalkError::BadPath) => return Err(ConfigError::Unsafe(ConfigUnsafe::BadPath)),
         Err(WalkError::Io(e)) => return Err(ConfigError::Io(e)),
     };
     let flags = OFlag::O_RDONLY
@@ -89,17 +107,15 @@ fn read_config() -> Result<Option<Vec<u8>>, ConfigError> {
     let fd = match openat(&dir, name.as_str(), flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Ok(None),
-        Err(Errno::ELOOP) => return Err(ConfigError::Unsafe("is a symlink")),
+        Err(Errno::ELOOP) => return Err(ConfigError::Unsafe(ConfigUnsafe::Symlink)),
         Err(e) => return Err(ConfigError::Io(e)),
     };
     let st = fstat(&fd).map_err(ConfigError::Io)?;
     if !trusted::is_kind(&st, SFlag::S_IFREG) {
-        return Err(ConfigError::Unsafe("is not a regular file"));
+        return Err(ConfigError::Unsafe(ConfigUnsafe::NotRegular));
     }
     if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
-        return Err(ConfigError::Unsafe(
-            "is not owned by root or is writable by non-root",
-        ));
+        return Err(ConfigError::Unsafe(ConfigUnsafe::NotRootOwned));
     }
     let mut buf = vec![0u8; MAX_CONFIG + 1];
     let mut len = 0;
@@ -122,7 +138,7 @@ fn read_config() -> Result<Option<Vec<u8>>, ConfigError> {
 pub fn parse(text: &[u8]) -> Result<Vec<String>, ConfigError> {
     let text = std::str::from_utf8(text).map_err(|_| ConfigError::Syntax {
         line: 0,
-        why: "not UTF-8",
+        why: ConfigSyntax::NotUtf8,
     })?;
     let mut spools = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -137,7 +153,7 @@ pub fn parse(text: &[u8]) -> Result<Vec<String>, ConfigError> {
                 if trusted::components(path).is_err() {
                     return Err(ConfigError::Syntax {
                         line: line_no,
-                        why: "spool must be an absolute, normalized path",
+                        why: ConfigSyntax::BadSpoolPath,
                     });
                 }
                 spools.push(path.to_owned());
@@ -145,13 +161,13 @@ pub fn parse(text: &[u8]) -> Result<Vec<String>, ConfigError> {
             (Some("spool"), _, _) => {
                 return Err(ConfigError::Syntax {
                     line: line_no,
-                    why: "expected: spool /absolute/path",
+                    why: ConfigSyntax::ExpectedSpoolPath,
                 })
             }
             _ => {
                 return Err(ConfigError::Syntax {
                     line: line_no,
-                    why: "unknown directive",
+                    why: ConfigSyntax::UnknownDirective,
                 })
             }
         }
@@ -190,5 +206,21 @@ mod tests {
         assert!(parse(b"\xff\n").is_err());
         let many: String = (0..=MAX_SPOOLS).map(|i| format!("spool /s{i}\n")).collect();
         assert_eq!(parse(many.as_bytes()), Err(ConfigError::TooLarge));
+    }
+
+    #[test]
+    fn the_client_is_told_what_and_where() {
+        let e = parse(b"spool /a\ninclude /etc/other\n").unwrap_err();
+        let told = ConfigProblem::from(&e);
+        assert_eq!(
+            told,
+            ConfigProblem::Syntax {
+                line: 2,
+                problem: ConfigSyntax::UnknownDirective
+            }
+        );
+        assert_eq!(told.to_string(), e.to_string());
+        let e = ConfigError::Unsafe(ConfigUnsafe::NotRootOwned);
+        assert_eq!(ConfigProblem::from(&e).to_string(), e.to_string());
     }
 }

@@ -7,24 +7,24 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstatat, FileStat, SFlag};
 use spoollock_lockfile::{
     acquire, check, private_aside_name, process_state, remove_by_name, touch_by_name, BreakOutcome,
-    Dotlock, Holder, Journal, LockContent, LockDir, LockError, LockState, Op, Options, Owners,
-    PidMode, ProcState, Release, StaleReason, Wait, MAX_CONTENT,
+    Dotlock, Holder, Journal, LockContent, LockDir, LockError, Options, Owners, PidMode, ProcState,
+    Release, StaleReason, Wait, MAX_CONTENT,
 };
-use spoollock_protocol::codec::{encode, Frame, PREFIX_LEN};
+use spoollock_protocol::codec::{encode, frame_complete, Frame, PREFIX_LEN};
 use spoollock_protocol::limits::{
     DEFAULT_STALE_AGE_SECS, MAX_GRANTED_PER_SESSION, MAX_REFUSED_PER_SESSION, MAX_STALE_AGE_SECS,
     MIN_STALE_AGE_SECS,
 };
 use spoollock_protocol::{
-    exit, read_frame, CodecError, FrameProblem, FsOp, Hello, HolderInfo, LockInfo, LockMode,
-    LockRequest, LockStatus, Refusal, Reply, Request, SessionInfo, StaleKind, Target, WaitSpec,
+    exit, read_frame, CodecError, ConfigProblem, FrameProblem, Hello, HolderInfo, LockInfo,
+    LockMode, LockRequest, LockStatus, Op, Refusal, Reply, Request, SessionInfo, Target, WaitSpec,
     Welcome, MAX_FRAME, PROTOCOL_VERSION,
 };
 
@@ -294,7 +294,7 @@ impl Session {
         if !policy::login_usable(&login) {
             return Err(Refusal::UnusableLogin);
         }
-        self.spools = spools.map_err(|e| Refusal::BadConfig(e.to_string()))?;
+        self.spools = spools.map_err(|e| Refusal::BadConfig(ConfigProblem::from(&e)))?;
         self.caller = Some(Caller {
             uid,
             login: login.clone(),
@@ -308,7 +308,7 @@ impl Session {
         self.output
             .queue(&Reply::Ready(info))
             .map_err(|_| Refusal::Io {
-                op: FsOp::Wait,
+                op: Op::Wait,
                 errno: Errno::EPIPE as i32,
             })
     }
@@ -320,12 +320,7 @@ impl Session {
     /// Whether a whole frame (or one the codec refuses from its prefix
     /// alone) is already buffered, so reading it cannot block.
     fn frame_buffered(&self) -> bool {
-        let buf = self.input.buffered();
-        let Some(prefix) = buf.first_chunk::<PREFIX_LEN>() else {
-            return false;
-        };
-        let len = u32::from_be_bytes(*prefix) as usize;
-        len == 0 || len > MAX_FRAME || buf.len() - PREFIX_LEN >= len
+        !matches!(frame_complete(self.input.buffered()), Ok(None))
     }
 
     /// Wait until the client sends something; while a session lock is
@@ -595,12 +590,7 @@ impl Session {
         fields.push(("wait", describe_wait(req.wait)));
         let mut opts = self.options(index, stale_age);
         opts.pid_mode = pid_mode;
-        opts.wait = match req.wait {
-            WaitSpec::NoWait => Wait::NoWait,
-            WaitSpec::Retries(n) => Wait::Retries(n),
-            WaitSpec::TimeoutMs(ms) => Wait::timeout(Duration::from_millis(ms)),
-            WaitSpec::Forever => Wait::Forever,
-        };
+        opts.wait = Wait::from(req.wait);
         if !matches!(req.wait, WaitSpec::NoWait) {
             // The wait may be long: the replies owed go out first (a
             // failure shows again at the next flush).
@@ -611,7 +601,7 @@ impl Session {
                 // wait at once, as it would have on the pipe.
                 opts.interrupt = Some(Arc::new(already_readable().map_err(|errno| {
                     Refusal::Io {
-                        op: FsOp::Wait,
+                        op: Op::Wait,
                         errno: errno as i32,
                     }
                 })?));
@@ -787,19 +777,7 @@ impl Session {
             ..self.options(index, Duration::from_secs(DEFAULT_STALE_AGE_SECS.into()))
         };
         let state = check(&dir, name.as_ref(), &opts).map_err(|e| not_a_lock(&dir, &name, e))?;
-        let status = match state {
-            LockState::Free => LockStatus::Free,
-            LockState::Held(holder) => LockStatus::Held(holder_info(&holder)),
-            LockState::Stale(holder, reason) => LockStatus::Stale(
-                holder_info(&holder),
-                match reason {
-                    StaleReason::DeadProcess => StaleKind::DeadProcess,
-                    StaleReason::PidReused => StaleKind::PidReused,
-                    StaleReason::Age => StaleKind::Age,
-                },
-            ),
-        };
-        Ok(Reply::Status(status))
+        Ok(Reply::Status(LockStatus::from(&state)))
     }
 }
 
@@ -993,7 +971,7 @@ fn ensure_present(dir: &LockDir, name: &str) -> Result<FileStat, Refusal> {
         Ok(st) => Ok(st),
         Err(Errno::ENOENT) => Err(Refusal::NotLocked),
         Err(e) => Err(Refusal::Io {
-            op: FsOp::Stat,
+            op: Op::Stat,
             errno: e as i32,
         }),
     }
@@ -1027,18 +1005,6 @@ fn describe_wait(wait: WaitSpec) -> String {
     }
 }
 
-fn holder_info(holder: &Holder) -> HolderInfo {
-    let mtime_secs = match holder.mtime.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    };
-    HolderInfo {
-        pid: holder.content.pid,
-        host: holder.content.host.clone(),
-        mtime_secs,
-    }
-}
-
 fn holder_fields(holder: &Holder) -> Fields {
     let mut fields = Fields::new();
     fields.push((
@@ -1054,33 +1020,18 @@ fn holder_fields(holder: &Holder) -> Fields {
     fields
 }
 
-fn fs_op(op: Op) -> FsOp {
-    match op {
-        Op::OpenDir => FsOp::OpenDir,
-        Op::CreateTemp => FsOp::CreateTemp,
-        Op::WriteTemp => FsOp::WriteTemp,
-        Op::Link => FsOp::Link,
-        Op::Stat => FsOp::Stat,
-        Op::ReadLock => FsOp::ReadLock,
-        Op::Unlink => FsOp::Unlink,
-        Op::Rename => FsOp::Rename,
-        Op::Touch => FsOp::Touch,
-        Op::Wait => FsOp::Wait,
-    }
-}
-
 /// The refusal a lockfile error becomes.
 pub fn refusal_of(e: LockError) -> Refusal {
     match e {
         LockError::Busy { holder } => Refusal::Busy {
-            holder: holder.as_deref().map(holder_info),
+            holder: holder.as_deref().map(HolderInfo::from),
         },
         LockError::Timeout { holder } => Refusal::Timeout {
-            holder: holder.as_deref().map(holder_info),
+            holder: holder.as_deref().map(HolderInfo::from),
         },
         LockError::NameTooLong | LockError::InvalidName => Refusal::UnusableLogin,
         LockError::Permission { op, errno } => Refusal::Permission {
-            op: fs_op(op),
+            op,
             errno: errno as i32,
         },
         LockError::TempWrite { errno } => Refusal::TempWrite {
@@ -1093,7 +1044,7 @@ pub fn refusal_of(e: LockError) -> Refusal {
         },
         LockError::Interrupted => Refusal::Cancelled,
         LockError::Io { op, errno } => Refusal::Io {
-            op: fs_op(op),
+            op,
             errno: errno as i32,
         },
         LockError::ForeignLock { owner } => foreign(owner),

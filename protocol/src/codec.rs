@@ -53,17 +53,31 @@ pub enum CodecError {
     /// The stream ended cleanly, before the first byte of a frame.
     Closed,
     /// The stream ended inside a frame (`got` of `expected` bytes).
-    Truncated { expected: usize, got: usize },
+    Truncated {
+        /// The bytes the prefix or frame needed.
+        expected: usize,
+        /// The bytes that came.
+        got: usize,
+    },
     /// The length prefix announces more than [`MAX_FRAME`] bytes.
-    Oversize { len: u64 },
+    Oversize {
+        /// The length announced.
+        len: u64,
+    },
     /// A frame with an empty payload.
     Empty,
     /// The payload does not decode as the expected message.
     Garbage(String),
     /// The payload's variant index names no known message kind.
-    UnknownVariant { index: u32 },
+    UnknownVariant {
+        /// The variant index the payload starts with.
+        index: u32,
+    },
     /// The payload holds `extra` bytes after a complete message.
-    TrailingBytes { extra: usize },
+    TrailingBytes {
+        /// How many bytes were left over.
+        extra: usize,
+    },
     /// The message to send does not fit in a frame.
     TooLarge,
     /// Reading or writing the stream failed.
@@ -189,6 +203,19 @@ pub fn read_frame<R: Read + ?Sized, T: Frame>(r: &mut R) -> Result<T, CodecError
             })
         }
     }
+    let len = payload_len(prefix)?;
+    let mut payload = vec![0u8; len];
+    let got = read_full(r, &mut payload)?;
+    if got < len {
+        return Err(CodecError::Truncated { expected: len, got });
+    }
+    decode(&payload)
+}
+
+/// The payload length a prefix announces, refused here when it is zero or
+/// over [`MAX_FRAME`]: the one place these rules live ([`read_frame`] and
+/// [`frame_complete`] both ask it).
+fn payload_len(prefix: [u8; PREFIX_LEN]) -> Result<usize, CodecError> {
     let len = u32::from_be_bytes(prefix) as usize;
     if len > MAX_FRAME {
         return Err(CodecError::Oversize { len: len as u64 });
@@ -196,12 +223,21 @@ pub fn read_frame<R: Read + ?Sized, T: Frame>(r: &mut R) -> Result<T, CodecError
     if len == 0 {
         return Err(CodecError::Empty);
     }
-    let mut payload = vec![0u8; len];
-    let got = read_full(r, &mut payload)?;
-    if got < len {
-        return Err(CodecError::Truncated { expected: len, got });
-    }
-    decode(&payload)
+    Ok(len)
+}
+
+/// Whether `buf`, the start of a stream of frames, holds a whole frame,
+/// without decoding it: `Ok(Some(n))` when its first `n` bytes are one
+/// frame (prefix and payload), `Ok(None)` when more bytes are needed, and
+/// the error [`read_frame`] would return when the prefix alone refuses the
+/// frame (empty or oversize). A reader that buffers its input uses it to
+/// know that [`read_frame`] on the buffer cannot block.
+pub fn frame_complete(buf: &[u8]) -> Result<Option<usize>, CodecError> {
+    let Some(prefix) = buf.first_chunk::<PREFIX_LEN>() else {
+        return Ok(None);
+    };
+    let len = payload_len(*prefix)?;
+    Ok((buf.len() - PREFIX_LEN >= len).then_some(PREFIX_LEN + len))
 }
 
 /// Read until `buf` is full or the stream ends; the number of bytes read.
@@ -250,6 +286,21 @@ mod tests {
         assert_eq!(&last[4..8], &6u32.to_le_bytes());
         let err = encode(&Reply::Error(Refusal::NotLocked)).unwrap();
         assert_eq!(&err[4..8], &6u32.to_le_bytes());
+    }
+
+    #[test]
+    fn a_failed_step_keeps_its_wire_index() {
+        // Refusal::Io is variant 23 in version 4 (24 in 3); `Op::Wait` is index 9,
+        // as `FsOp::Wait` was.
+        let io = encode(&Reply::Error(Refusal::Io {
+            op: crate::Op::Wait,
+            errno: 5,
+        }))
+        .unwrap();
+        assert_eq!(&io[4..8], &6u32.to_le_bytes());
+        assert_eq!(&io[8..12], &23u32.to_le_bytes());
+        assert_eq!(&io[12..16], &9u32.to_le_bytes());
+        assert_eq!(&io[16..20], &5i32.to_le_bytes());
     }
 
     #[test]
@@ -362,6 +413,24 @@ mod tests {
         assert!(matches!(
             read_frame::<_, Request>(&mut r),
             Err(CodecError::Closed)
+        ));
+    }
+
+    #[test]
+    fn frame_complete_follows_the_prefix() {
+        let frame = encode(&Request::Bye).unwrap();
+        for cut in 0..frame.len() {
+            assert!(matches!(frame_complete(&frame[..cut]), Ok(None)), "{cut}");
+        }
+        assert_eq!(frame_complete(&frame).unwrap(), Some(frame.len()));
+        let mut two = frame.clone();
+        two.extend_from_slice(&frame);
+        assert_eq!(frame_complete(&two).unwrap(), Some(frame.len()));
+        assert!(matches!(frame_complete(&[0; 4]), Err(CodecError::Empty)));
+        let over = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            frame_complete(&over),
+            Err(CodecError::Oversize { len }) if len == MAX_FRAME as u64 + 1
         ));
     }
 

@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use spoollock_lockfile::Op;
+
 use crate::message::HolderInfo;
 
 /// What was wrong with a frame the helper received.
@@ -49,9 +51,15 @@ pub enum SpoolProblem {
     /// It (or a component of its path) is not a directory.
     NotDirectory,
     /// It is not owned by root.
-    NotRootOwned { uid: u32 },
+    NotRootOwned {
+        /// Its owner.
+        uid: u32,
+    },
     /// Its group is not the helper's group.
-    WrongGroup { gid: u32 },
+    WrongGroup {
+        /// Its group.
+        gid: u32,
+    },
     /// Others may write it.
     WorldWritable,
     /// The helper's group may not write it (the helper would be useless).
@@ -60,7 +68,10 @@ pub enum SpoolProblem {
     /// than root, so it could be swapped.
     UnsafeAncestor,
     /// Opening or inspecting it failed with this errno.
-    Io { errno: i32 },
+    Io {
+        /// The `errno` of the failed call.
+        errno: i32,
+    },
 }
 
 impl fmt::Display for SpoolProblem {
@@ -98,11 +109,20 @@ pub enum MailboxProblem {
     /// The mailbox is not a regular file.
     NotRegular,
     /// The mailbox belongs to another user.
-    NotOwned { uid: u32 },
+    NotOwned {
+        /// Its owner.
+        uid: u32,
+    },
     /// The mailbox has more than one hard link.
-    HardLinked { nlink: u64 },
+    HardLinked {
+        /// Its link count.
+        nlink: u64,
+    },
     /// Inspecting it failed with this errno.
-    Io { errno: i32 },
+    Io {
+        /// The `errno` of the failed call.
+        errno: i32,
+    },
 }
 
 impl fmt::Display for MailboxProblem {
@@ -121,9 +141,14 @@ impl fmt::Display for MailboxProblem {
     }
 }
 
-/// The file system step that failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FsOp {
+/// The wire form of [`Op`], the lockfile crate's failing file system
+/// step, used in [`Refusal::Permission`] and [`Refusal::Io`]: one enum on
+/// both sides, with its variant order (their indexes on the wire) pinned
+/// here. A variant added to [`Op`] fails to compile until it is added
+/// here, at the end, with a new [`crate::PROTOCOL_VERSION`].
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "Op")]
+enum OpWire {
     OpenDir,
     CreateTemp,
     WriteTemp,
@@ -136,20 +161,115 @@ pub enum FsOp {
     Wait,
 }
 
-impl fmt::Display for FsOp {
+/// What the helper says it could not do, in a refusal's message.
+fn op_text(op: Op) -> &'static str {
+    match op {
+        Op::OpenDir => "open the spool",
+        Op::CreateTemp => "create the temporary file",
+        Op::WriteTemp => "write the temporary file",
+        Op::Link => "link the lock file",
+        Op::Stat => "stat the lock file",
+        Op::ReadLock => "read the lock file",
+        Op::Unlink => "remove the lock file",
+        Op::Rename => "move a stale lock aside",
+        Op::Touch => "refresh the lock file",
+        Op::Wait => "wait for the lock",
+    }
+}
+
+/// Why the helper's configuration file
+/// ([`crate::paths::CONFIG_PATH`]) is not trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigUnsafe {
+    /// A directory above it is not owned by root or is writable by others
+    /// than root.
+    UnsafeAncestor,
+    /// Its path contains a symbolic link.
+    Symlink,
+    /// A component of its path is not a directory.
+    NotDirectory,
+    /// The built-in path is not absolute and normalized.
+    BadPath,
+    /// It is not a regular file.
+    NotRegular,
+    /// It is not owned by root, or others than root may write it.
+    NotRootOwned,
+}
+
+impl fmt::Display for ConfigUnsafe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            FsOp::OpenDir => "open the spool",
-            FsOp::CreateTemp => "create the temporary file",
-            FsOp::WriteTemp => "write the temporary file",
-            FsOp::Link => "link the lock file",
-            FsOp::Stat => "stat the lock file",
-            FsOp::ReadLock => "read the lock file",
-            FsOp::Unlink => "remove the lock file",
-            FsOp::Rename => "move a stale lock aside",
-            FsOp::Touch => "refresh the lock file",
-            FsOp::Wait => "wait for the lock",
+            ConfigUnsafe::UnsafeAncestor => {
+                "a directory above it is not root-owned or is writable by non-root"
+            }
+            ConfigUnsafe::Symlink => "path contains a symlink",
+            ConfigUnsafe::NotDirectory => "path is not a directory",
+            ConfigUnsafe::BadPath => "built-in path is invalid",
+            ConfigUnsafe::NotRegular => "is not a regular file",
+            ConfigUnsafe::NotRootOwned => "is not owned by root or is writable by non-root",
         })
+    }
+}
+
+/// What is wrong with a line of the helper's configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigSyntax {
+    /// The file is not UTF-8 (reported for line 0).
+    NotUtf8,
+    /// A `spool` line's path is not absolute and normalized.
+    BadSpoolPath,
+    /// A `spool` line without exactly one path.
+    ExpectedSpoolPath,
+    /// A directive other than `spool`.
+    UnknownDirective,
+}
+
+impl fmt::Display for ConfigSyntax {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConfigSyntax::NotUtf8 => "not UTF-8",
+            ConfigSyntax::BadSpoolPath => "spool must be an absolute, normalized path",
+            ConfigSyntax::ExpectedSpoolPath => "expected: spool /absolute/path",
+            ConfigSyntax::UnknownDirective => "unknown directive",
+        })
+    }
+}
+
+/// Why the helper refused its configuration file
+/// ([`Refusal::BadConfig`]). The file's path is the build-time
+/// [`crate::paths::CONFIG_PATH`], the same for client and helper, so it is
+/// not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigProblem {
+    /// The file, or a directory above it, is not trusted.
+    Unsafe(ConfigUnsafe),
+    /// Opening or reading it failed with this errno.
+    Io {
+        /// The `errno` of the failed call.
+        errno: i32,
+    },
+    /// A line is not a valid directive.
+    Syntax {
+        /// The line, counted from 1 (0 for the whole file).
+        line: u32,
+        /// What is wrong with it.
+        problem: ConfigSyntax,
+    },
+    /// More spools than the helper knows, or a file over its size limit.
+    TooLarge,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = crate::paths::CONFIG_PATH;
+        match self {
+            ConfigProblem::Unsafe(why) => write!(f, "{path}: {why}"),
+            ConfigProblem::Io { errno } => {
+                write!(f, "{path}: {}", std::io::Error::from_raw_os_error(*errno))
+            }
+            ConfigProblem::Syntax { line, problem } => write!(f, "{path}:{line}: {problem}"),
+            ConfigProblem::TooLarge => write!(f, "{path}: too large or too many spools"),
+        }
     }
 }
 
@@ -161,7 +281,12 @@ pub enum Refusal {
     BadFrame(FrameProblem),
     /// The client speaks another protocol version (reported through
     /// [`crate::Welcome`]; this value appears in audits and client errors).
-    VersionMismatch { client: u32, helper: u32 },
+    VersionMismatch {
+        /// The version the client's hello named.
+        client: u32,
+        /// The helper's, [`crate::PROTOCOL_VERSION`].
+        helper: u32,
+    },
     /// A lock request while the session already holds a lock.
     AlreadyLocked,
     /// Touch or unlock with no lock to act on.
@@ -169,18 +294,30 @@ pub enum Refusal {
     /// The lock wait was cancelled by the client (it sent another frame
     /// or closed the pipe).
     Cancelled,
-    /// A bad parameter: the text says which.
-    BadRequest(String),
     /// The stale age asked for is outside the allowed range.
-    StaleAgeOutOfRange { min_secs: u32, max_secs: u32 },
+    StaleAgeOutOfRange {
+        /// [`crate::limits::MIN_STALE_AGE_SECS`].
+        min_secs: u32,
+        /// [`crate::limits::MAX_STALE_AGE_SECS`].
+        max_secs: u32,
+    },
     /// A detached lock's holder pid does not name a live process.
-    BadHolderPid { pid: u32 },
+    BadHolderPid {
+        /// The pid the request named.
+        pid: u32,
+    },
 
     // -- who the caller is ----------------------------------------------
     /// The caller's real uid has no password database entry.
-    UnknownUser { uid: u32 },
+    UnknownUser {
+        /// The caller's real uid.
+        uid: u32,
+    },
     /// The password database could not be read (errno).
-    UserDatabase { errno: i32 },
+    UserDatabase {
+        /// The `errno` of the failed lookup.
+        errno: i32,
+    },
     /// The caller's login cannot be a mailbox name.
     UnusableLogin,
     /// The request names a mailbox that is not the caller's own.
@@ -191,16 +328,23 @@ pub enum Refusal {
     UnknownSpool,
     /// The configured spool is unsafe or unusable.
     Spool(SpoolProblem),
-    /// The helper's configuration file is unsafe or invalid.
-    BadConfig(String),
+    /// The helper's configuration file is unsafe or invalid (changed in
+    /// protocol version 4 from a text to a [`ConfigProblem`]).
+    BadConfig(ConfigProblem),
     /// The caller's mailbox disqualifies the lock.
     Mailbox(MailboxProblem),
 
     // -- the lock -------------------------------------------------------
     /// The lock is held by someone else (no wait, or retries exhausted).
-    Busy { holder: Option<HolderInfo> },
+    Busy {
+        /// Who holds it, when its content said.
+        holder: Option<HolderInfo>,
+    },
     /// The lock was still held at the client's deadline.
-    Timeout { holder: Option<HolderInfo> },
+    Timeout {
+        /// Who held it, when its content said.
+        holder: Option<HolderInfo>,
+    },
     /// Something other than a regular file sits at the lock name.
     LockNotRegular,
     /// The lock is not the caller's (owned by another uid), or was removed
@@ -209,13 +353,31 @@ pub enum Refusal {
     /// The session's lock was removed or replaced by someone else.
     LockLost,
     /// The file system refused the change.
-    Permission { op: FsOp, errno: i32 },
+    Permission {
+        /// The step that failed.
+        #[serde(with = "OpWire")]
+        op: Op,
+        /// Its `errno`.
+        errno: i32,
+    },
     /// The lock content could not be written (RLIMIT_FSIZE, ENOSPC, EDQUOT).
-    TempWrite { errno: i32 },
+    TempWrite {
+        /// The `errno` of the failed write.
+        errno: i32,
+    },
     /// A stale lock could not be removed.
-    StaleNotRemoved { errno: i32 },
+    StaleNotRemoved {
+        /// The `errno` of the failed move or removal.
+        errno: i32,
+    },
     /// Any other system call failure.
-    Io { op: FsOp, errno: i32 },
+    Io {
+        /// The step that failed.
+        #[serde(with = "OpWire")]
+        op: Op,
+        /// Its `errno`.
+        errno: i32,
+    },
 
     // -- added in protocol version 2 ------------------------------------
     /// A by-name touch or unlock of a lock that belongs to another live
@@ -243,7 +405,12 @@ pub enum Refusal {
     },
     /// The session made too many requests that were refused, or asked for
     /// too many locks; it is ended (see [`crate::limits`]).
-    SessionLimit { refused: u32, granted: u32 },
+    SessionLimit {
+        /// Requests refused in the session.
+        refused: u32,
+        /// Locks granted in the session.
+        granted: u32,
+    },
 
     // -- added in protocol version 3 ------------------------------------
     /// The file at the lock name belongs to another user (neither the
@@ -251,12 +418,17 @@ pub enum Refusal {
     /// renames, removes, refreshes or waits for it. `owner_login` is the
     /// owner's login in the password database, when it has a printable one.
     ForeignLockFile {
+        /// The file's owner.
         owner_uid: u32,
+        /// Its login, when it has a printable one.
         owner_login: Option<String>,
     },
     /// A user named `<login>.lock` exists: the caller's lock name is that
     /// user's mailbox, so the caller's mailbox is never locked.
-    LockNameIsLogin { login: String },
+    LockNameIsLogin {
+        /// That user's login (`<caller's login>.lock`).
+        login: String,
+    },
     /// The record of intent for a change to the spool could not be sent to
     /// syslog; the change was not made.
     AuditUnavailable,
@@ -271,7 +443,6 @@ impl Refusal {
             self,
             Refusal::BadFrame(_)
                 | Refusal::VersionMismatch { .. }
-                | Refusal::BadRequest(_)
                 | Refusal::StaleAgeOutOfRange { .. }
                 | Refusal::BadHolderPid { .. }
                 | Refusal::UnknownUser { .. }
@@ -298,7 +469,6 @@ impl Refusal {
             Refusal::AlreadyLocked => "already-locked",
             Refusal::NotLocked => "not-locked",
             Refusal::Cancelled => "cancelled",
-            Refusal::BadRequest(_) => "bad-request",
             Refusal::StaleAgeOutOfRange { .. } => "stale-age-out-of-range",
             Refusal::BadHolderPid { .. } => "bad-holder-pid",
             Refusal::UnknownUser { .. } => "unknown-user",
@@ -339,7 +509,6 @@ impl fmt::Display for Refusal {
             Refusal::AlreadyLocked => f.write_str("this session already holds a lock"),
             Refusal::NotLocked => f.write_str("no lock held"),
             Refusal::Cancelled => f.write_str("lock wait cancelled by the client"),
-            Refusal::BadRequest(what) => write!(f, "bad request: {what}"),
             Refusal::StaleAgeOutOfRange { min_secs, max_secs } => write!(
                 f,
                 "stale age must be between {min_secs} and {max_secs} seconds"
@@ -373,7 +542,11 @@ impl fmt::Display for Refusal {
             Refusal::NotOurs => f.write_str("lock does not belong to the caller; nothing changed"),
             Refusal::LockLost => f.write_str("the session's lock was removed or replaced"),
             Refusal::Permission { op, errno } => {
-                write!(f, "permission denied: cannot {op} (errno {errno})")
+                write!(
+                    f,
+                    "permission denied: cannot {} (errno {errno})",
+                    op_text(*op)
+                )
             }
             Refusal::TempWrite { errno } => {
                 write!(f, "cannot write lock content (errno {errno})")
@@ -381,7 +554,7 @@ impl fmt::Display for Refusal {
             Refusal::StaleNotRemoved { errno } => {
                 write!(f, "cannot remove stale lock (errno {errno})")
             }
-            Refusal::Io { op, errno } => write!(f, "cannot {op} (errno {errno})"),
+            Refusal::Io { op, errno } => write!(f, "cannot {} (errno {errno})", op_text(*op)),
             Refusal::HeldBySession {
                 helper_pid,
                 client_pid,

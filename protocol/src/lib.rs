@@ -58,19 +58,26 @@
 //! ([`Refusal::HeldBySession`]); [`Request::ForceTouch`] and
 //! [`Request::ForceUnlock`] act on it anyway.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod codec;
+pub mod convert;
 mod error;
 pub mod login;
 mod message;
 
 pub use codec::{read_frame, write_frame, CodecError, Frame, MAX_FRAME};
-pub use error::{FrameProblem, FsOp, MailboxProblem, Refusal, SpoolProblem};
+pub use error::{
+    ConfigProblem, ConfigSyntax, ConfigUnsafe, FrameProblem, MailboxProblem, Refusal, SpoolProblem,
+};
 pub use login::login_usable;
 pub use message::{
     Hello, HolderInfo, LockInfo, LockMode, LockRequest, LockStatus, Reply, Request, SessionInfo,
     SpoolSel, StaleKind, Target, WaitSpec, Welcome,
 };
+/// The file system step a [`Refusal::Permission`] or [`Refusal::Io`]
+/// names: the lockfile crate's own enum, sent as it is.
+pub use spoollock_lockfile::Op;
 
 /// The protocol version this crate speaks. Bumped on any change to the
 /// messages after [`Hello`]/[`Welcome`], whose layout never changes.
@@ -81,7 +88,14 @@ pub use message::{
 ///
 /// 3: [`Refusal::ForeignLockFile`], [`Refusal::LockNameIsLogin`] and
 /// [`Refusal::AuditUnavailable`].
-pub const PROTOCOL_VERSION: u32 = 3;
+///
+/// 4: [`Refusal::BadConfig`] carries a typed [`ConfigProblem`] instead of
+/// a text; `Refusal::BadRequest`, which the helper never sent, is gone
+/// (the refusals after it moved down one index).
+///
+/// There is no negotiation: the client and the helper are built and
+/// shipped together, and the helper accepts exactly its own version.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The first bytes of every [`Hello`] and [`Welcome`]: a stray program on
 /// the other end of the pipe is told apart from a version mismatch.

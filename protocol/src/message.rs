@@ -104,14 +104,20 @@ pub enum LockMode {
     /// script) and is removed by a later [`Request::Unlock`]. It names
     /// `holder_pid` (which must be a live process) or no process at all,
     /// in which case only its age makes it stale.
-    Detached { holder_pid: Option<u32> },
+    Detached {
+        /// The process the lock names, if any.
+        holder_pid: Option<u32>,
+    },
 }
 
 /// Take the caller's lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockRequest {
+    /// Which lock: the caller's, in one spool.
     pub target: Target,
+    /// How long to wait while it is busy.
     pub wait: WaitSpec,
+    /// Whether it belongs to the session or outlives it.
     pub mode: LockMode,
     /// Locks older than this are stale; `None` for the default (300 s).
     /// Must lie within [`crate::limits`].
@@ -172,7 +178,9 @@ pub struct LockInfo {
 /// What an existing lock says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderInfo {
+    /// The pid the lock names, if any.
     pub pid: Option<u32>,
+    /// The host the lock names, if any (NFS locks name theirs).
     pub host: Option<String>,
     /// Modification time, seconds since the epoch.
     pub mtime_secs: i64,
@@ -181,16 +189,25 @@ pub struct HolderInfo {
 /// Why a lock is stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StaleKind {
+    /// Made on the helper's host in this boot, and its process no longer
+    /// exists.
     DeadProcess,
+    /// Made on the helper's host in this boot, and its pid now names
+    /// another process (different start time).
     PidReused,
+    /// Not refreshed for longer than the stale age, judged by the file
+    /// system's clock.
     Age,
 }
 
 /// The state of a lock name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LockStatus {
+    /// No lock.
     Free,
+    /// A valid lock.
     Held(HolderInfo),
+    /// A lock the next lock request would break, and why.
     Stale(HolderInfo, StaleKind),
 }
 

@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 use spoollock_protocol::codec::{decode, encode, read_frame, CodecError, PREFIX_LEN};
 use spoollock_protocol::{
-    Hello, HolderInfo, LockMode, LockRequest, LockStatus, Refusal, Reply, Request, SpoolSel,
-    StaleKind, Target, WaitSpec, MAX_FRAME,
+    ConfigProblem, ConfigSyntax, Hello, HolderInfo, LockMode, LockRequest, LockStatus, Refusal,
+    Reply, Request, SpoolSel, StaleKind, Target, WaitSpec, MAX_FRAME,
 };
 
 fn spool() -> impl Strategy<Value = SpoolSel> {
@@ -72,7 +72,15 @@ fn reply() -> impl Strategy<Value = Reply> {
             .clone()
             .prop_map(|h| Reply::Status(LockStatus::Stale(h, StaleKind::PidReused))),
         proptest::option::of(holder).prop_map(|holder| Reply::Error(Refusal::Busy { holder })),
-        ".{0,80}".prop_map(|s| Reply::Error(Refusal::BadRequest(s))),
+        (any::<u32>(), 0..4u8).prop_map(|(line, which)| {
+            let problem = [
+                ConfigSyntax::NotUtf8,
+                ConfigSyntax::BadSpoolPath,
+                ConfigSyntax::ExpectedSpoolPath,
+                ConfigSyntax::UnknownDirective,
+            ][usize::from(which)];
+            Reply::Error(Refusal::BadConfig(ConfigProblem::Syntax { line, problem }))
+        }),
         (any::<u32>(), proptest::option::of("[a-z.]{1,32}")).prop_map(
             |(owner_uid, owner_login)| {
                 Reply::Error(Refusal::ForeignLockFile {
