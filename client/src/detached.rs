@@ -207,7 +207,7 @@ impl DetachedLock {
 
     fn leave(&mut self) {
         match self.made.take() {
-            Some(MadeLock::Direct(lock)) => lock.leak(),
+            Some(MadeLock::Direct(lock)) => lock.detach(),
             // Ending the session (end of file) leaves a detached lock.
             Some(MadeLock::Helper { session, taker, .. }) => drop(own_session(session, taker)),
             None => {}

@@ -338,7 +338,7 @@ impl Route {
                 let dir = LockDir::open(&target.dir)?;
                 acquire(&dir, &target.name, &opts.lockfile_options())
                     .map_err(|e| not_a_lock(target, e))?
-                    .leak();
+                    .detach();
                 Ok(())
             }
         }

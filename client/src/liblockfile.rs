@@ -112,6 +112,9 @@ pub fn create_code(e: &Error) -> (i32, Errno) {
             LockError::NotOurs => (L_ERROR, Errno::EPERM),
             LockError::Interrupted => (L_ERROR, Errno::EINTR),
             LockError::Permission { errno, .. } | LockError::Io { errno, .. } => (L_ERROR, *errno),
+            // `#[non_exhaustive]`: a kind added later is liblockfile's
+            // catch-all until it is given its own code here.
+            _ => (L_ERROR, Errno::EIO),
         },
         // The helper is missing, unusable, of another group than the
         // spool, refused to start or refused the request (not the caller's

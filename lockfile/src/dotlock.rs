@@ -618,16 +618,18 @@ impl Dotlock {
         }
     }
 
-    /// Give up the lock without removing it (detached locks that another
-    /// process will remove by name, as `dotlockfile -l` does).
-    pub fn leak(mut self) {
+    /// Let go of the lock without removing it: the file stays at the lock
+    /// name and this value no longer answers for it. For detached locks
+    /// that another process removes by name (as after `dotlockfile -l`),
+    /// and for a lock found lost, which must not be released as ours.
+    pub fn detach(mut self) {
         self.fd = None;
     }
 }
 
 impl Drop for Dotlock {
     fn drop(&mut self) {
-        // Released or leaked already: nothing to do, no pid to read. In a
+        // Released or detached already: nothing to do, no pid to read. In a
         // child forked while the lock was held, the lock is still the
         // parent's: the child's copy only closes its descriptor. (An
         // explicit `release` in the child is a deliberate hand-over and

@@ -64,6 +64,7 @@ impl fmt::Display for Op {
 /// liblockfile's `L_MANLOCK` (6) and `L_ORPHANED` (7) have no equivalent:
 /// spoollock never sets mandatory locks and does not watch its parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockError {
     /// The lock is held and the caller asked not to wait, or the retry count
     /// ran out. `holder` is what the lock file said, when it could be read.

@@ -36,6 +36,14 @@ pub fn refusal_of(e: LockError) -> Refusal {
         },
         LockError::ForeignLock { owner } => foreign(owner),
         LockError::Vetoed => Refusal::AuditUnavailable,
+        // `LockError` is `#[non_exhaustive]` for the library's users; the
+        // helper is built with the lockfile crate of its own workspace, so
+        // a kind it does not know cannot reach it. Should one, it is a
+        // failure of the lock's file system calls, not a refusal of policy.
+        _ => Refusal::Io {
+            op: spoollock_lockfile::Op::Stat,
+            errno: Errno::EIO as i32,
+        },
     }
 }
 

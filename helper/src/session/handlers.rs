@@ -160,7 +160,7 @@ impl Session {
             stale_age_secs: secs,
         };
         if detached {
-            lock.leak();
+            lock.detach();
         } else {
             self.held = Some(Held {
                 lock,
@@ -253,7 +253,7 @@ impl Session {
                 Ok(()) => Ok(Reply::Touched),
                 Err(LockError::NotOurs) => {
                     let held = self.held.take().expect("checked above");
-                    held.lock.leak();
+                    held.lock.detach();
                     self.lost = Some(index);
                     Err(Refusal::LockLost)
                 }

@@ -321,7 +321,7 @@ impl Session {
             if e == LockError::NotOurs {
                 let held = self.held.take().expect("checked above");
                 self.lost = Some(held.spool);
-                held.lock.leak();
+                held.lock.detach();
                 fields.push(("state", "lost".into()));
             }
             record(&self.audit, Class::Failure, "refresh", "failed", &fields);
@@ -347,7 +347,7 @@ impl Session {
             if !intend(&self.audit, "release", &fields) {
                 // Left as it is: it names this helper, whose end makes it
                 // stale at once for the next locker.
-                held.lock.leak();
+                held.lock.detach();
                 fields.push(("error", Refusal::AuditUnavailable.to_string()));
                 record(&self.audit, Class::Failure, "release", "failed", &fields);
                 return code;
