@@ -98,7 +98,7 @@ pub fn create_code(e: &Error) -> (i32, Errno) {
             LockError::NameTooLong => (L_NAMELEN, Errno::ENAMETOOLONG),
             LockError::InvalidName => (L_ERROR, Errno::EINVAL),
             LockError::Permission {
-                op: Op::OpenDir | Op::CreateTemp | Op::Link | Op::WriteTemp,
+                op: Op::OpenDir | Op::CreateTemp | Op::Link,
                 errno,
             }
             | LockError::Io {

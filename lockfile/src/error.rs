@@ -13,8 +13,6 @@ pub enum Op {
     OpenDir,
     /// Creating the unique temporary file.
     CreateTemp,
-    /// Writing the lock content into the temporary file.
-    WriteTemp,
     /// Hard-linking the temporary file to the lock name.
     Link,
     /// Looking at the lock or temporary file (`fstatat`/`fstat`).
@@ -36,7 +34,6 @@ impl fmt::Display for Op {
         f.write_str(match self {
             Op::OpenDir => "open lock directory",
             Op::CreateTemp => "create temporary file",
-            Op::WriteTemp => "write temporary file",
             Op::Link => "link lock file",
             Op::Stat => "stat lock file",
             Op::ReadLock => "read lock file",

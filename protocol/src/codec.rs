@@ -290,8 +290,9 @@ mod tests {
 
     #[test]
     fn a_failed_step_keeps_its_wire_index() {
-        // Refusal::Io is variant 23 in version 4 (24 in 3); `Op::Wait` is index 9,
-        // as `FsOp::Wait` was.
+        // Refusal::Io is variant 23 in version 4 (24 in 3); `Op::Wait` is
+        // index 8 in version 4 (9 in 3, before `WriteTemp`, never built,
+        // was removed).
         let io = encode(&Reply::Error(Refusal::Io {
             op: crate::Op::Wait,
             errno: 5,
@@ -299,7 +300,7 @@ mod tests {
         .unwrap();
         assert_eq!(&io[4..8], &6u32.to_le_bytes());
         assert_eq!(&io[8..12], &23u32.to_le_bytes());
-        assert_eq!(&io[12..16], &9u32.to_le_bytes());
+        assert_eq!(&io[12..16], &8u32.to_le_bytes());
         assert_eq!(&io[16..20], &5i32.to_le_bytes());
     }
 

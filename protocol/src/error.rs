@@ -151,7 +151,6 @@ impl fmt::Display for MailboxProblem {
 enum OpWire {
     OpenDir,
     CreateTemp,
-    WriteTemp,
     Link,
     Stat,
     ReadLock,
@@ -166,7 +165,6 @@ fn op_text(op: Op) -> &'static str {
     match op {
         Op::OpenDir => "open the spool",
         Op::CreateTemp => "create the temporary file",
-        Op::WriteTemp => "write the temporary file",
         Op::Link => "link the lock file",
         Op::Stat => "stat the lock file",
         Op::ReadLock => "read the lock file",
