@@ -62,6 +62,10 @@ pub enum Step {
     Unlisted(Errno),
 }
 
+/// Told of each step of a sweep, in order; says whether an intent was
+/// announced.
+type SweepJournal<'a> = &'a mut dyn FnMut(&str, Step) -> bool;
+
 /// Remove the caller's dead temporary files from `dir`, telling `journal`
 /// of each step as it happens (`journal(name, Step::Intent)` must say true
 /// before each removal).
@@ -69,81 +73,23 @@ pub fn sweep(
     dir: &LockDir,
     caller_uid: u32,
     privilege: &dyn Privilege,
-    journal: &mut dyn FnMut(&str, Step) -> bool,
+    journal: SweepJournal<'_>,
 ) -> Swept {
     let mut swept = Swept::default();
-    fn unlisted(
-        journal: &mut dyn FnMut(&str, Step) -> bool,
-        swept: &mut Swept,
-        name: &str,
-        errno: Errno,
-    ) {
-        journal(name, Step::Unlisted(errno));
-        swept.failed.push((name.to_owned(), errno));
-    }
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let mut listing = match Dir::openat(dir, ".", flags, Mode::empty()) {
-        Ok(listing) => listing,
-        Err(errno) => {
-            unlisted(journal, &mut swept, ".", errno);
-            return swept;
-        }
-    };
-    let host = &local_host().host;
-    let me = std::process::id();
-    let mut candidates = Vec::new();
-    for entry in listing.iter().take(MAX_SCAN) {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(errno) => {
-                unlisted(journal, &mut swept, ".", errno);
-                break;
-            }
-        };
-        let Ok(name) = entry.file_name().to_str() else {
-            continue;
-        };
-        if let Some(pid) = temp_name_owner(name, host) {
-            if pid != me {
-                candidates.push((name.to_owned(), pid));
-            }
-        }
-    }
-    for (name, pid) in candidates {
-        // The owner first: a stat is cheap, a process check reads /proc.
-        let st = match fstatat(dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            // Gone meanwhile (another session of the caller swept it).
-            Err(Errno::ENOENT) => continue,
+    for (name, pid) in candidates(dir, journal, &mut swept) {
+        match is_dead_and_callers(dir, &name, pid, caller_uid) {
+            Ok(true) => {}
+            Ok(false) => continue,
             Err(errno) => {
                 unlisted(journal, &mut swept, &name, errno);
                 continue;
             }
-        };
-        // Two links at most: a dead session's aside file can still be
-        // named by a dead helper's temporary file (NFS) or by the lock name
-        // (put back by `link`, then killed before the aside name was
-        // dropped). Removing a name never touches the file's other names,
-        // and no live process counts the links of a file a dead one made.
-        if !is_kind(&st, SFlag::S_IFREG) || st.st_uid != caller_uid || st.st_nlink > 2 {
-            continue;
-        }
-        if process_state(pid) != ProcState::Gone {
-            continue;
         }
         if !journal(&name, Step::Intent) {
             swept.failed.push((name, Errno::ECANCELED));
             break;
         }
-        // The lockfile crate's bracket: lowered again on every way out,
-        // including a raise that failed half-way.
-        let step = match with_raised(Some(privilege), || {
-            unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir)
-        }) {
-            Ok(()) => Step::Removed,
-            Err(Errno::ENOENT) => Step::Vanished,
-            Err(errno) => Step::Failed(errno),
-        };
+        let step = remove(dir, &name, privilege);
         journal(&name, step);
         match step {
             Step::Removed => swept.removed.push(name),
@@ -152,6 +98,85 @@ pub fn sweep(
         }
     }
     swept
+}
+
+/// A name or the spool (`.`) that could not be looked at.
+fn unlisted(journal: SweepJournal<'_>, swept: &mut Swept, name: &str, errno: Errno) {
+    journal(name, Step::Unlisted(errno));
+    swept.failed.push((name.to_owned(), errno));
+}
+
+/// The names in `dir` of this host's temporary form, with the pid each
+/// names, other than this process's (at most [`MAX_SCAN`] entries read).
+fn candidates(dir: &LockDir, journal: SweepJournal<'_>, swept: &mut Swept) -> Vec<(String, u32)> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut listing = match Dir::openat(dir, ".", flags, Mode::empty()) {
+        Ok(listing) => listing,
+        Err(errno) => {
+            unlisted(journal, swept, ".", errno);
+            return Vec::new();
+        }
+    };
+    let host = &local_host().host;
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in listing.iter().take(MAX_SCAN) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(errno) => {
+                unlisted(journal, swept, ".", errno);
+                break;
+            }
+        };
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        match temp_name_owner(name, host) {
+            Some(pid) if pid != me => found.push((name.to_owned(), pid)),
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Whether `name` is a file the caller may have us remove: a regular file
+/// of theirs with at most two links, named after a process that is gone.
+/// `Ok(false)` also when it is gone already (another session of the
+/// caller swept it).
+fn is_dead_and_callers(
+    dir: &LockDir,
+    name: &str,
+    pid: u32,
+    caller_uid: u32,
+) -> Result<bool, Errno> {
+    // The owner first: a stat is cheap, a process check reads /proc.
+    let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(false),
+        Err(errno) => return Err(errno),
+    };
+    // Two links at most: a dead session's aside file can still be named by
+    // a dead helper's temporary file (NFS) or by the lock name (put back by
+    // `link`, then killed before the aside name was dropped). Removing a
+    // name never touches the file's other names, and no live process
+    // counts the links of a file a dead one made.
+    if !is_kind(&st, SFlag::S_IFREG) || st.st_uid != caller_uid || st.st_nlink > 2 {
+        return Ok(false);
+    }
+    Ok(process_state(pid) == ProcState::Gone)
+}
+
+/// Unlink `name` with the group raised (the lockfile crate's bracket:
+/// lowered again on every way out, including a raise that failed
+/// half-way).
+fn remove(dir: &LockDir, name: &str, privilege: &dyn Privilege) -> Step {
+    match with_raised(Some(privilege), || {
+        unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)
+    }) {
+        Ok(()) => Step::Removed,
+        Err(Errno::ENOENT) => Step::Vanished,
+        Err(errno) => Step::Failed(errno),
+    }
 }
 
 #[cfg(test)]
