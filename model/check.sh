@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Model-check the dotlock protocol: model/lock.pml with spin.
+# Model-check the dotlock protocol (model/lock.pml) and the helper session
+# (model/session.pml) with spin.
 #
 #   bash model/check.sh            every run of the table below (CI)
 #   bash model/check.sh NAME...    only those runs
@@ -21,7 +22,6 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-model="$here/lock.pml"
 src="$root/lockfile/src"
 
 jobs=${MODEL_JOBS:-2}
@@ -40,6 +40,8 @@ for tool in spin gcc timeout; do
 done
 
 # name | kind | expect | flags | what
+#   flags:  spin's -D flags; a word ending in .pml names the model (default
+#           lock.pml)
 #   kind:   safety (assertions, invalid end states), deep (the same with
 #           hash compaction, which may miss a state with the probability
 #           pan reports), or progress (LTL, weak fairness)
@@ -65,6 +67,12 @@ safety-nfs-mva-lying|safety|holds|-DNFS -DMOVE_ASIDE -DLYING_SERVER|helper, NFS,
 bug-lying       |safety  |found|-DNFS -DSTOPS -DLYING_SERVER -DCACHED_IDENTITY|found by the model: an identity check the lookup cache answers takes a link a server reported but never made
 sanity-progress |progress|found|-DLIVENESS -DNO_AGING|the progress check bites: a lock nobody keeps fresh never goes stale
 bug-shared-aside|safety  |found|-DMOVE_ASIDE -DSHARED_ASIDE|found by the model: sessions sharing one aside name remove a third process's lock (the helper now keeps one per session)
+session         |safety  |holds|session.pml   |helper session: a session lock only while its session runs, an intent before every change, released and ended at EOF/Bye/bad frame, no hang, refreshed; kill, audit failures
+mutant-s1       |safety  |found|session.pml -DMUT_RELEASE_FIRST|mutant (s1): the session's end releases before its intent
+mutant-s2       |safety  |found|session.pml -DMUT_NO_RELEASE_AT_EOF|mutant (s2): end of file leaves the session lock
+mutant-s3       |safety  |found|session.pml -DMUT_WAIT_IGNORES_EOF|mutant (s3): a wait for a busy lock ignores the client's end of file
+mutant-s4       |safety  |found|session.pml -DMUT_NO_REFRESH|mutant (s4): the poll's timeout does not refresh
+bug-busy-client |safety  |found|session.pml -DTRICKLE|found by the model (not fixed): a client never quiet for a whole refresh period (half-frame bytes, Check) starves the refresh; the held lock goes stale
 EOF
 )
 deep_runs=$(cat <<'EOF'
@@ -105,51 +113,84 @@ fi
 
 # ---- the model's references to the code ----------------------------------
 # `@ [COMMIT:]FILE:FIRST[-LAST] FUNCTION "TEXT"`: TEXT must occur within
-# those lines of lockfile/src/FILE (as of COMMIT, if given).
+# those lines of FILE (as of COMMIT, if given). FILE is a path from the
+# repository's root when it has a `/` (helper/src/session.rs), otherwise a
+# file of lockfile/src/.
 bad=0
 checked=0
-while IFS= read -r ref; do
-  re='^@ (([0-9a-f]{7,40}):)?([a-z_]+\.rs):([0-9]+)(-([0-9]+))? ([^ ]+) "(.*)"$'
-  if [[ ! "$ref" =~ $re ]]; then
-    echo "model/check.sh: malformed reference: $ref" >&2
-    bad=1
-    continue
-  fi
-  commit=${BASH_REMATCH[2]} file=${BASH_REMATCH[3]} first=${BASH_REMATCH[4]}
-  last=${BASH_REMATCH[6]:-${BASH_REMATCH[4]}} text=${BASH_REMATCH[8]}
-  if [ -n "$commit" ]; then
-    if ! content=$(git -C "$root" show "$commit:lockfile/src/$file" 2>/dev/null); then
-      echo "model/check.sh: note: $commit not in this clone, reference not checked: $ref"
+models=()
+for m in "$here"/*.pml; do
+  models+=("$(basename "$m")")
+  while IFS= read -r ref; do
+    re='^@ (([0-9a-f]{7,40}):)?([A-Za-z0-9_./-]*[a-z_]+\.rs):([0-9]+)(-([0-9]+))? ([^ ]+) "(.*)"$'
+    if [[ ! "$ref" =~ $re ]]; then
+      echo "model/check.sh: malformed reference in $(basename "$m"): $ref" >&2
+      bad=1
       continue
     fi
-  else
-    content=$(cat "$src/$file")
-  fi
-  if ! printf '%s\n' "$content" | sed -n "${first},${last}p" | grep -qF -- "$text"; then
-    echo "model/check.sh: stale reference (the code moved or changed; update lock.pml and README.md): $ref" >&2
-    bad=1
-  fi
-  checked=$((checked + 1))
-done < <(grep -oE '@ ([0-9a-f]{7,40}:)?[a-z_]+\.rs:[0-9]+(-[0-9]+)? [^ ]+ "[^"]*"' "$model")
+    commit=${BASH_REMATCH[2]} file=${BASH_REMATCH[3]} first=${BASH_REMATCH[4]}
+    last=${BASH_REMATCH[6]:-${BASH_REMATCH[4]}} text=${BASH_REMATCH[8]}
+    case "$file" in
+      */*) path=$file ;;
+      *) path=lockfile/src/$file ;;
+    esac
+    if [ -n "$commit" ]; then
+      if ! content=$(git -C "$root" show "$commit:$path" 2>/dev/null); then
+        echo "model/check.sh: note: $commit not in this clone, reference not checked: $ref"
+        continue
+      fi
+    elif [ -f "$root/$path" ]; then
+      content=$(cat "$root/$path")
+    else
+      echo "model/check.sh: reference to a missing file (moved? update $(basename "$m") and README.md): $ref" >&2
+      bad=1
+      continue
+    fi
+    if ! printf '%s\n' "$content" | sed -n "${first},${last}p" | grep -qF -- "$text"; then
+      echo "model/check.sh: stale reference (the code moved or changed; update $(basename "$m") and README.md): $ref" >&2
+      bad=1
+    fi
+    checked=$((checked + 1))
+  done < <(grep -oE '@ ([0-9a-f]{7,40}:)?[A-Za-z0-9_./-]*[a-z_]+\.rs:[0-9]+(-[0-9]+)? [^ ]+ "[^"]*"' "$m")
+done
 if [ "$bad" != 0 ]; then
   exit 1
 fi
-echo "model/check.sh: $checked code references of lock.pml are current"
+echo "model/check.sh: $checked code references of ${models[*]} are current"
 
 # ---- the runs -------------------------------------------------------------
 out=${MODEL_OUT:-$(mktemp -d "${TMPDIR:-/tmp}/spoollock-model.XXXXXX")}
 mkdir -p "$out"
 
+# The model a row names (a word of its flags ending in .pml), and its
+# spin flags (the other words).
+row_model() {
+  local w model=lock.pml
+  for w in $1; do
+    case "$w" in *.pml) model=$w ;; esac
+  done
+  echo "$model"
+}
+row_flags() {
+  local w out=()
+  for w in $1; do
+    case "$w" in *.pml) ;; *) out+=("$w") ;; esac
+  done
+  echo "${out[*]}"
+}
+
 run_one() {
-  local name=$1 kind=$2 flags=$3
+  local name=$1 kind=$2 model flags
+  model=$(row_model "$3")
+  flags=$(row_flags "$3")
   local dir="$out/$name"
   rm -rf "$dir"
   mkdir -p "$dir"
-  cp "$model" "$dir/lock.pml"
+  cp "$here/$model" "$dir/$model"
   (
     cd "$dir"
     # shellcheck disable=SC2086
-    if ! spin -a $flags lock.pml >spin.log 2>&1; then
+    if ! spin -a $flags "$model" >spin.log 2>&1; then
       echo "spin -a failed" >result
       exit 0
     fi
@@ -180,7 +221,7 @@ run_one() {
     end=$(date +%s.%N)
     echo "$rc" >rc
     echo "$start $end" | awk '{ printf "%.1f\n", $2 - $1 }' >wall
-    echo "spin -t -p -g $flags lock.pml   # in $dir" >replay
+    echo "spin -t -p -g $flags $model   # in $dir" >replay
     echo done >result
   )
 }
