@@ -3,8 +3,9 @@
 
     python3 model/update-refs.py [REV]
 
-Each `@ FILE:FIRST[-LAST] FUNCTION "TEXT"` in lock.pml whose TEXT is no
-longer within those lines of lockfile/src/FILE is moved by as many lines
+Each `@ FILE:FIRST[-LAST] FUNCTION "TEXT"` in model/*.pml whose TEXT is no
+longer within those lines of FILE (a path from the repository's root when
+it has a `/`, otherwise a file of lockfile/src/) is moved by as many lines
 as TEXT moved since REV (default HEAD, where the references held): TEXT's
 line in REV's file, within the old range (or, if it is not there, the
 reference's first line), against its line now (the occurrence nearest the
@@ -19,14 +20,17 @@ import sys
 here = pathlib.Path(__file__).resolve().parent
 root = here.parent
 rev = sys.argv[1] if len(sys.argv) > 1 else "HEAD"
-model = here / "lock.pml"
-ref = re.compile(r'@ ([a-z_]+\.rs):([0-9]+)(?:-([0-9]+))? ([^ ]+) "(.*?)"')
+ref = re.compile(r'@ ([A-Za-z0-9_./-]*[a-z_]+\.rs):([0-9]+)(?:-([0-9]+))? ([^ ]+) "(.*?)"')
 unresolved = []
 moved = 0
 
 
+def path_of(file):
+    return file if "/" in file else f"lockfile/src/{file}"
+
+
 def old_lines(file):
-    out = subprocess.run(["git", "-C", str(root), "show", f"{rev}:lockfile/src/{file}"],
+    out = subprocess.run(["git", "-C", str(root), "show", f"{rev}:{path_of(file)}"],
                          capture_output=True, text=True, check=True).stdout
     return out.splitlines()
 
@@ -35,7 +39,10 @@ def fix(m):
     global moved
     file, first, last, func, text = m.group(1), int(m.group(2)), m.group(3), m.group(4), m.group(5)
     last = int(last) if last else first
-    lines = (root / "lockfile" / "src" / file).read_text().splitlines()
+    if not (root / path_of(file)).exists():
+        unresolved.append(m.group(0))  # the file moved: point it by hand
+        return m.group(0)
+    lines = (root / path_of(file)).read_text().splitlines()
     if any(text in line for line in lines[first - 1:last]):
         return m.group(0)
     was = [i + 1 for i, line in enumerate(old_lines(file)) if text in line and first <= i + 1 <= last]
@@ -52,8 +59,9 @@ def fix(m):
     return f'@ {file}:{rng} {func} "{text}"'
 
 
-new = ref.sub(fix, model.read_text())
-model.write_text(new)
+for model in sorted(here.glob("*.pml")):
+    new = ref.sub(fix, model.read_text())
+    model.write_text(new)
 print(f"update-refs: {moved} reference(s) moved")
 for u in unresolved:
     print(f"update-refs: text gone, left as it is: {u}", file=sys.stderr)
