@@ -1,5 +1,5 @@
 /*
- * spoollock: one helper session (helper/src/session.rs), checked by spin.
+ * spoollock: one helper session (helper/src/session/), checked by spin.
  * See model/README.md, "The session model".
  *
  * Processes: the client (any sequence of requests, half frames, garbage,
@@ -57,7 +57,7 @@ bool endfail;           /* end: the release's intent failed, the lock was left *
 
 /* `intend`: the record of intent, `record_checked`; false when it could
  * not be sent.
- * @ helper/src/session.rs:58-64 intend "record_checked(Class::Intent, op" */
+ * @ helper/src/session/mod.rs:64-70 intend "record_checked(Class::Intent, op" */
 inline intend(ann, ok) {
   if
   :: ann = true; ok = true
@@ -67,7 +67,7 @@ inline intend(ann, ok) {
 
 /* The caller's dead temporary files, each removed after its intent; the
  * sweep stops at the first intent not sent.
- * @ helper/src/session.rs:670-688 sweep "sweep::Step::Intent => return intend(&self.audit" */
+ * @ helper/src/session/handlers.rs:224-241 sweep "sweep::Step::Intent => return intend(&self.audit" */
 inline sweep() {
   if
   :: deadtemp ->
@@ -99,7 +99,7 @@ loop:
   assert(lk != SESS || held);
   /* `wait_for_request`: poll the client's pipe; while a lock is held,
    * time out every period to refresh it.
-   * @ helper/src/session.rs:333-353 wait_for_request "let every = (held.stale_age / 5).clamp(Duration::from_secs(1), MAX_REFRESH);" */
+   * @ helper/src/session/mod.rs:289-309 wait_for_request "let every = (held.stale_age / 5).clamp(Duration::from_secs(1), MAX_REFRESH);" */
 end_poll:
   if
   :: len(req) > 0 || eof ->
@@ -112,20 +112,20 @@ end_poll:
      assert(!(held && lk == SESS && lkage >= S))
   :: held && len(req) == 0 && !eof ->
      /* The poll timed out: a period passed; `refresh`.
-      * @ helper/src/session.rs:344-346 wait_for_request "self.refresh();"
-      * @ helper/src/session.rs:355-373 refresh "if e == LockError::NotOurs {" */
+      * @ helper/src/session/mod.rs:299-302 wait_for_request "self.refresh();"
+      * @ helper/src/session/mod.rs:311-329 refresh "if e == LockError::NotOurs {" */
      older(T);
      assert(!(lk == SESS && lkage >= S));
 #ifndef MUT_NO_REFRESH
      if
      :: lk == SESS -> lkage = 0        /* futimens; is_held: ours */
-     :: else -> held = false; lost = true  /* NotOurs: lost, leaked */
+     :: else -> held = false; lost = true  /* NotOurs: lost, detached */
      fi;
 #endif
      goto loop
   fi;
   /* `fill`, then `read_frame`: a frame is decoded only once whole.
-   * @ helper/src/session.rs:229-248 serve "Err(CodecError::Closed) => return self.end(" */
+   * @ helper/src/session/mod.rs:190-209 serve "Err(CodecError::Closed) => return self.end(" */
   if
   :: len(req) > 0 -> req?m
   :: len(req) == 0 && eof -> m = EOFM
@@ -139,7 +139,7 @@ end_poll:
   fi;
 
   /* `dispatch`: the session limits first.
-   * @ helper/src/session.rs:426-431 dispatch "let over = refused >= MAX_REFUSED_PER_SESSION" */
+   * @ helper/src/session/mod.rs:385-390 dispatch "let over = refused >= MAX_REFUSED_PER_SESSION" */
   if
   :: m != BYE && (refused >= MAXREF ||
        ((m == LOCK_S || m == LOCK_D) && granted >= MAXGR)) ->
@@ -149,19 +149,19 @@ end_poll:
 
   if
   :: m == LOCK_S || m == LOCK_D ->
-     /* @ helper/src/session.rs:565-567 lock "return Err(Refusal::AlreadyLocked);" */
+     /* @ helper/src/session/handlers.rs:129-131 lock "return Err(Refusal::AlreadyLocked);" */
      if
      :: held -> refused++
      :: else ->
         detached = (m == LOCK_D);
         forever = (m == LOCK_S);
-        /* @ helper/src/session.rs:634-636 lock "if !self.swept.contains(&index) {" */
+        /* @ helper/src/session/handlers.rs:204-208 sweep_before_lock "if !self.swept.contains(&index) {" */
         if
         :: !swept -> swept = true; sweep()
         :: else
         fi;
         brk = false;
-        /* @ helper/src/session.rs:638-641 lock "self.broke_stale.store(false, Ordering::Relaxed);" */
+        /* @ helper/src/session/handlers.rs:147-151 lock "self.broke_stale.store(false, Ordering::Relaxed);" */
         intend(ann_lock, ok);
         if
         :: !ok -> refused++                       /* AuditUnavailable */
@@ -173,13 +173,13 @@ acq:       if
                 assert(ann_lock); ann_lock = false;
                 lkage = 0; ostale = false;
                 if
-                :: detached -> lk = DET          /* `lock.leak()` */
+                :: detached -> lk = DET          /* `lock.detach()` */
                 :: else -> lk = SESS; held = true; lost = false
                 fi;
                 granted++ }
            :: lk != FREE && stale(lk) ->
               /* Break: `BreakRecords::before_break` first.
-               * @ helper/src/session.rs:78-84 before_break "intend(&self.audit, " */
+               * @ helper/src/session/handlers.rs:41-47 before_break "intend(&self.audit, " */
               intend(ann_break, ok);
               if
               :: !ok -> ann_lock = false; refused++   /* Vetoed: AuditUnavailable */
@@ -200,7 +200,7 @@ acq:       if
                  /* `Waiter::sleep`: until the lock name changes, the
                   * pause ends, or the client's pipe is readable (data or
                   * end of file).
-                  * @ lockfile/src/wait.rs:151-196 sleep "if interrupt_ready {" */
+                  * @ lockfile/src/wait.rs:200-244 sleep "if interrupt_ready {" */
 end_wait:        if
 #ifndef MUT_WAIT_IGNORES_EOF
                  :: len(req) > 0 || eof ->
@@ -221,7 +221,7 @@ end_wait:        if
         fi
      fi
   :: m == TOUCH ->
-     /* @ helper/src/session.rs:698-708 touch "Err(LockError::NotOurs) => {" */
+     /* @ helper/src/session/handlers.rs:250-261 touch "Err(LockError::NotOurs) => {" */
      if
      :: held && lk == SESS -> lkage = 0
      :: held && lk != SESS -> held = false; lost = true; refused++   /* LockLost */
@@ -236,7 +236,7 @@ end_wait:        if
   :: m == UNLOCK ->
      if
      :: held ->
-        /* @ helper/src/session.rs:740-753 unlock "if !intend(&self.audit, " */
+        /* @ helper/src/session/handlers.rs:293-306 unlock "if !intend(&self.audit, " */
         intend(ann_rel, ok);
         if
         :: !ok -> refused++                 /* AuditUnavailable; still held */
@@ -253,7 +253,7 @@ end_wait:        if
      :: !held && lost -> lost = false; refused++   /* LockLost */
      :: !held && !lost ->
         /* By name: the guard keeps it off another live session's lock.
-         * @ helper/src/session.rs:758-772 unlock "remove_by_name(&dir, name.as_ref(), &opts, |content, owner| {" */
+         * @ helper/src/session/handlers.rs:311-325 unlock "remove_by_name(&dir, name.as_ref(), &opts, |content, owner| {" */
         if
         :: lk == FREE -> refused++          /* NotLocked */
         :: else ->
@@ -279,12 +279,12 @@ end_wait:        if
   goto loop;
 
 badframe:
-  /* @ helper/src/session.rs:375-381 bad_frame "let refusal = Refusal::BadFrame(problem);" */
+  /* @ helper/src/session/mod.rs:331-337 bad_frame "let refusal = Refusal::BadFrame(problem);" */
   skip;
 finish:
   /* `end`: release the session lock, if any, after its intent; without
    * the intent it is left, naming this helper, which is about to exit.
-   * @ helper/src/session.rs:384-408 end "held.lock.leak();" */
+   * @ helper/src/session/mod.rs:340-364 end "held.lock.detach();" */
   if
   :: held ->
      held = false;
