@@ -71,8 +71,9 @@ session         |safety  |holds|session.pml   |helper session: a session lock on
 mutant-s1       |safety  |found|session.pml -DMUT_RELEASE_FIRST|mutant (s1): the session's end releases before its intent
 mutant-s2       |safety  |found|session.pml -DMUT_NO_RELEASE_AT_EOF|mutant (s2): end of file leaves the session lock
 mutant-s3       |safety  |found|session.pml -DMUT_WAIT_IGNORES_EOF|mutant (s3): a wait for a busy lock ignores the client's end of file
-mutant-s4       |safety  |found|session.pml -DMUT_NO_REFRESH|mutant (s4): the poll's timeout does not refresh
-bug-busy-client |safety  |found|session.pml -DTRICKLE|found by the model (not fixed): a client never quiet for a whole refresh period (half-frame bytes, Check) starves the refresh; the held lock goes stale
+mutant-s4       |safety  |found|session.pml -DMUT_NO_REFRESH|mutant (s4): the refresh is never made (neither when due nor at the poll's timeout)
+session-busy-client|safety|holds|session.pml -DTRICKLE|helper session, a client never quiet for a whole refresh period (half-frame bytes, Check without bound): the lock is still refreshed
+bug-busy-client |safety  |found|session.pml -DTRICKLE -DOLD_REFRESH|found by the model: with the refresh only on a poll's timeout, a client never quiet for a whole period starved it and the held lock went stale
 EOF
 )
 deep_runs=$(cat <<'EOF'

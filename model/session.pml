@@ -11,8 +11,10 @@
  * fail at every checked send.
  *
  * Time is counted only for the session lock, in half refresh periods
- * since its last refresh: a poll that times out is one period (T), input
- * that arrives before the timeout is rounded down (0 or 1), the stale age
+ * since its last refresh: a poll times out when the refresh is due (one
+ * period, T, after the last one; with OLD_REFRESH one period after the
+ * poll began), input that arrives before the timeout is rounded down (0
+ * or 1), the stale age
  * is 5 periods (S; the period is stale age / 5, at most 60 s: exactly 5
  * periods for 300 s, the least stale age a client may ask for, more for
  * longer ones).
@@ -97,24 +99,47 @@ loop:
   /* Property 1: while the session runs, a lock naming it is the one it
    * holds (and refreshes), never one it forgot. */
   assert(lk != SESS || held);
+#ifndef OLD_REFRESH
+  /* `refresh_if_due` before each request: by the clock, a period after
+   * the last refresh, whatever the client does.
+   * @ helper/src/session/mod.rs:197-201 serve "self.refresh_if_due();"
+   * @ helper/src/session/mod.rs:329-337 refresh_if_due "if since < held.period()" */
+#ifndef MUT_NO_REFRESH
+  if
+  :: held && lk == SESS && lkage >= T -> lkage = 0
+  :: else
+  fi;
+#endif
+#endif
   /* `wait_for_request`: poll the client's pipe; while a lock is held,
-   * time out every period to refresh it.
-   * @ helper/src/session/mod.rs:289-309 wait_for_request "let every = (held.stale_age / 5).clamp(Duration::from_secs(1), MAX_REFRESH);" */
+   * time out when its refresh is due (a period after the last one; with
+   * OLD_REFRESH, as the code was: a whole period after each poll began).
+   * @ helper/src/session/mod.rs:303-322 wait_for_request "let Some(due_in) = self.refresh_if_due() else {" */
 end_poll:
   if
   :: len(req) > 0 || eof ->
-     /* Input came before the timeout: some time passed, less than a period. */
+     /* Input came before the timeout: some time passed, less than what
+      * was left of the period (OLD_REFRESH: less than a period). */
      if
+#ifdef OLD_REFRESH
      :: held && lk == SESS -> older(1)
+#else
+     :: held && lk == SESS && lkage + 1 < T -> older(1)
+#endif
      :: true
      fi;
      /* Property 4: a held lock never goes stale while its session runs. */
      assert(!(held && lk == SESS && lkage >= S))
   :: held && len(req) == 0 && !eof ->
-     /* The poll timed out: a period passed; `refresh`.
-      * @ helper/src/session/mod.rs:299-302 wait_for_request "self.refresh();"
-      * @ helper/src/session/mod.rs:311-329 refresh "if e == LockError::NotOurs {" */
+     /* The poll timed out: the refresh is due; `refresh`.
+      * @ helper/src/session/mod.rs:316-318 wait_for_request "self.refresh_if_due();"
+      * @ helper/src/session/mod.rs:341-360 refresh "if e == LockError::NotOurs {" */
+#ifdef OLD_REFRESH
      older(T);
+#else
+     /* time passes until the refresh is due: the next whole period */
+     if :: lk == SESS -> older(T - (lkage % T)) :: else fi;
+#endif
      assert(!(lk == SESS && lkage >= S));
 #ifndef MUT_NO_REFRESH
      if
@@ -125,7 +150,7 @@ end_poll:
      goto loop
   fi;
   /* `fill`, then `read_frame`: a frame is decoded only once whole.
-   * @ helper/src/session/mod.rs:190-209 serve "Err(CodecError::Closed) => return self.end(" */
+   * @ helper/src/session/mod.rs:205-224 serve "Err(CodecError::Closed) => return self.end(" */
   if
   :: len(req) > 0 -> req?m
   :: len(req) == 0 && eof -> m = EOFM
@@ -139,7 +164,7 @@ end_poll:
   fi;
 
   /* `dispatch`: the session limits first.
-   * @ helper/src/session/mod.rs:385-390 dispatch "let over = refused >= MAX_REFUSED_PER_SESSION" */
+   * @ helper/src/session/mod.rs:416-421 dispatch "let over = refused >= MAX_REFUSED_PER_SESSION" */
   if
   :: m != BYE && (refused >= MAXREF ||
        ((m == LOCK_S || m == LOCK_D) && granted >= MAXGR)) ->
@@ -279,7 +304,7 @@ end_wait:        if
   goto loop;
 
 badframe:
-  /* @ helper/src/session/mod.rs:331-337 bad_frame "let refusal = Refusal::BadFrame(problem);" */
+  /* @ helper/src/session/mod.rs:362-368 bad_frame "let refusal = Refusal::BadFrame(problem);" */
   skip;
 finish:
   /* `end`: release the session lock, if any, after its intent; without

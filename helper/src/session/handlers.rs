@@ -5,7 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::stat::{fstatat, FileStat, SFlag};
@@ -166,6 +166,7 @@ impl Session {
                 lock,
                 spool: index,
                 stale_age,
+                refreshed: Instant::now(),
             });
             self.lost = None;
         }

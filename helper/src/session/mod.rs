@@ -19,7 +19,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -75,6 +75,16 @@ struct Held {
     lock: Dotlock,
     spool: usize,
     stale_age: Duration,
+    /// When it was last refreshed (or taken), by the monotonic clock.
+    refreshed: Instant,
+}
+
+impl Held {
+    /// How often a session lock is refreshed: a fifth of its stale age,
+    /// 1 s to [`MAX_REFRESH`].
+    fn period(&self) -> Duration {
+        (self.stale_age / 5).clamp(Duration::from_secs(1), MAX_REFRESH)
+    }
 }
 
 /// What to do after a request.
@@ -184,6 +194,11 @@ impl Session {
             return exit::REFUSED;
         }
         loop {
+            // A held lock is refreshed by the clock, whatever the client
+            // does: a client that is never quiet for a whole period (a
+            // byte of a frame or a `Check` now and then) must not starve
+            // the refresh (the session model's `bug-busy-client`).
+            self.refresh_if_due();
             // Until a whole frame (or one the codec refuses from its prefix
             // alone) is here, wait for the client, refreshing a held lock
             // meanwhile: half a frame is no reason to stop refreshing.
@@ -285,20 +300,21 @@ impl Session {
     }
 
     /// Wait until the client sends something; while a session lock is
-    /// held, wake up to refresh it. True when input is ready.
+    /// held, wake up when its refresh is due and refresh it. True when
+    /// input is ready.
     fn wait_for_request(&mut self) -> bool {
-        let timeout = match &self.held {
+        let Some(due_in) = self.refresh_if_due() else {
             // Nothing to refresh: the read itself waits.
-            None => return true,
-            Some(held) => {
-                let every = (held.stale_age / 5).clamp(Duration::from_secs(1), MAX_REFRESH);
-                PollTimeout::try_from(every.as_millis()).unwrap_or(PollTimeout::MAX)
-            }
+            return true;
         };
+        // Rounded up, so that the wake-up does not come a little early
+        // and find nothing due.
+        let millis = due_in.as_nanos().div_ceil(1_000_000);
+        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
         let mut fds = [PollFd::new(self.input.pipe().as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, timeout) {
             Ok(0) => {
-                self.refresh();
+                self.refresh_if_due();
                 false
             }
             Ok(_) => true,
@@ -308,10 +324,25 @@ impl Session {
         }
     }
 
+    /// Refresh the session lock if a period has passed since it was last
+    /// refreshed; how long until the next refresh is due (`None`: no lock).
+    fn refresh_if_due(&mut self) -> Option<Duration> {
+        let held = self.held.as_ref()?;
+        let since = held.refreshed.elapsed();
+        if since < held.period() {
+            return Some(held.period() - since);
+        }
+        self.refresh();
+        self.held.as_ref().map(Held::period)
+    }
+
     fn refresh(&mut self) {
-        let Some(held) = &self.held else {
+        let Some(held) = &mut self.held else {
             return;
         };
+        // Once a period whatever the outcome: a failing refresh is
+        // recorded once a period, not at every request.
+        held.refreshed = Instant::now();
         if let Err(e) = held.lock.touch() {
             let mut fields = vec![
                 ("spool", self.spools[held.spool].clone()),
