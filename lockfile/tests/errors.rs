@@ -6,13 +6,10 @@ mod common;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
 
-use common::{assert_no_temp_files, listing, Scratch};
+use common::{assert_no_temp_files, child, listing, Scratch};
 use nix::errno::Errno;
 use spoollock_lockfile::{acquire, check, LockDir, LockError, Op, Options, Wait};
-
-const TRY_ENV: &str = "SPOOLLOCK_TEST_TRY";
 
 fn no_wait() -> Options {
     Options {
@@ -21,13 +18,9 @@ fn no_wait() -> Options {
     }
 }
 
-/// Runs only in children: try once to lock `box.lock` in the directory
-/// given, optionally under RLIMIT_FSIZE 0, and print the outcome.
-#[test]
-fn try_lock_child() {
-    let Ok(spec) = std::env::var(TRY_ENV) else {
-        return;
-    };
+/// The child's part: try once to lock `box.lock` in the directory given,
+/// optionally under RLIMIT_FSIZE 0, and print the outcome.
+fn try_lock_child(spec: &str) {
     let (mode, dir) = spec.split_once('|').unwrap();
     if mode == "fsize0" {
         use nix::sys::resource::{setrlimit, Resource};
@@ -56,14 +49,11 @@ fn try_in_child(mode: &str, dir: &std::path::Path, as_nobody: bool) -> String {
         exe = copy;
         _copy = place;
     }
-    let mut cmd = Command::new(&exe);
-    cmd.args([
-        "try_lock_child",
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(TRY_ENV, format!("{mode}|{}", dir.display()));
+    let mut cmd = child::command_with_exe(
+        &exe,
+        &spoollock_test_support::current_test(),
+        &format!("{mode}|{}", dir.display()),
+    );
     if as_nobody {
         cmd.uid(65534).gid(65534);
     }
@@ -79,6 +69,9 @@ fn try_in_child(mode: &str, dir: &std::path::Path, as_nobody: bool) -> String {
 
 #[test]
 fn read_only_directory_is_a_permission_error() {
+    if let Some(spec) = child::role() {
+        return try_lock_child(&spec);
+    }
     let scratch = Scratch::new("readonly");
     let dir = scratch.path();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
@@ -100,6 +93,9 @@ fn read_only_directory_is_a_permission_error() {
 
 #[test]
 fn file_size_limit_zero_is_a_write_error() {
+    if let Some(spec) = child::role() {
+        return try_lock_child(&spec);
+    }
     let scratch = Scratch::new("fsize");
     let outcome = try_in_child("fsize0", scratch.path(), false);
     assert_eq!(outcome, "TempWrite { errno: EFBIG } code=3");

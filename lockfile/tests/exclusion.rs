@@ -16,27 +16,15 @@ use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::Command;
 
-use common::{assert_no_temp_files, Scratch};
-use nix::time::{clock_gettime, ClockId};
+use common::{assert_no_temp_files, child, dead_pid, monotonic_ns, Scratch};
 use spoollock_lockfile::{acquire, content_for, LockDir, Options, PidMode};
 
 const WORKERS: usize = 8;
 const CYCLES: usize = 200;
-const WORKER_ENV: &str = "SPOOLLOCK_TEST_EXCLUSION_WORKER";
 
-fn monotonic_ns() -> u128 {
-    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).unwrap();
-    t.tv_sec() as u128 * 1_000_000_000 + t.tv_nsec() as u128
-}
-
-/// Runs only in the child processes the main test starts.
-#[test]
-fn exclusion_worker() {
-    let Ok(spec) = std::env::var(WORKER_ENV) else {
-        return;
-    };
+/// The part of each child process the test starts.
+fn exclusion_worker(spec: &str) {
     let (dir, id) = spec.split_once('|').unwrap();
     let dir = Path::new(dir);
     let lock_dir = LockDir::open(dir).unwrap();
@@ -63,17 +51,10 @@ fn exclusion_worker() {
     std::fs::write(dir.join(format!("intervals.{id}")), intervals).unwrap();
 }
 
-fn dead_pid() -> u32 {
-    let mut child = Command::new("true").spawn().unwrap();
-    let pid = child.id();
-    child.wait().unwrap();
-    pid
-}
-
 #[test]
 fn eight_processes_never_hold_the_lock_together() {
-    if std::env::var_os(WORKER_ENV).is_some() {
-        return;
+    if let Some(spec) = child::role() {
+        return exclusion_worker(&spec);
     }
     let scratch = Scratch::new("exclusion");
     let dir = scratch.path();
@@ -86,17 +67,9 @@ fn eight_processes_never_hold_the_lock_together() {
     )
     .unwrap();
 
-    let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..WORKERS)
         .map(|id| {
-            Command::new(&exe)
-                .args([
-                    "exclusion_worker",
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(WORKER_ENV, format!("{}|{id}", dir.display()))
+            child::command(&format!("{}|{id}", dir.display()))
                 .spawn()
                 .unwrap()
         })

@@ -120,17 +120,17 @@ enum Temps {
     Anonymous,
 }
 
-/// `scratch` opened with `kind` temporary files, or `None` (said on
-/// stderr) where its file system has no anonymous ones.
+/// `scratch` opened with `kind` temporary files, or `None` (a skip,
+/// a failure in CI) where its file system has no anonymous ones.
 fn open_with(scratch: &Scratch, kind: Temps) -> Option<LockDir> {
     let dir = LockDir::open(scratch.path()).unwrap();
     match kind {
         Temps::Named => dir.use_named_temps(),
         Temps::Anonymous if !dir.anonymous_temps() => {
-            eprintln!(
-                "skipped with anonymous temporary files: {} has none",
+            spoollock_test_support::skip(format_args!(
+                "with anonymous temporary files: {} has none",
                 scratch.path().display()
-            );
+            ));
             return None;
         }
         Temps::Anonymous => {}

@@ -7,15 +7,13 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{age_file, assert_no_temp_files, listing, Scratch};
+use common::{age_file, assert_no_temp_files, child, listing, Scratch};
 use spoollock_lockfile::stale::{break_stale, break_stale_interleaved, inspect, Broke};
 use spoollock_lockfile::{
     acquire, check, content_for, remove_by_name, touch_by_name, LockDir, LockError, LockState,
     Options, PidMode, StaleReason, Wait,
 };
 
-const HOLDER_ENV: &str = "SPOOLLOCK_TEST_HOLDER";
-const FORKER_ENV: &str = "SPOOLLOCK_TEST_FORKER";
 const LOCK: &str = "box.lock";
 
 fn name() -> &'static OsStr {
@@ -29,13 +27,9 @@ fn no_wait() -> Options {
     }
 }
 
-/// Runs only in the child the SIGKILL test starts: take the lock, say so,
+/// The part of the child the SIGKILL test starts: take the lock, say so,
 /// and hold it until killed.
-#[test]
-fn holder_process() {
-    let Ok(dir) = std::env::var(HOLDER_ENV) else {
-        return;
-    };
+fn holder_process(dir: &str) {
     let dir = LockDir::open(dir.as_ref()).unwrap();
     let lock = acquire(&dir, name(), &Options::default()).unwrap();
     println!("HELD");
@@ -45,18 +39,11 @@ fn holder_process() {
 
 #[test]
 fn lock_of_a_killed_holder_is_broken_at_once() {
-    if std::env::var_os(HOLDER_ENV).is_some() {
-        return;
+    if let Some(dir) = child::role() {
+        return holder_process(&dir);
     }
     let scratch = Scratch::new("killed");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "holder_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HOLDER_ENV, scratch.path())
+    let mut child = child::command(&scratch.path().display().to_string())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -369,15 +356,11 @@ fn an_old_file_too_large_to_be_a_lock_is_never_removed() {
     );
 }
 
-/// Runs only in the process the fork test starts (one test thread, so the
+/// The part of the process the fork test starts (one test thread, so the
 /// fork below copies no lock another thread holds): lock once, so this
 /// process's identity is cached, then fork; the child locks another name
 /// with its own pid, and that lock must not look like a reused pid.
-#[test]
-fn forker_process() {
-    let Ok(dir) = std::env::var(FORKER_ENV) else {
-        return;
-    };
+fn forker_process(dir: &str) {
     let dir = LockDir::open(dir.as_ref()).unwrap();
     acquire(&dir, name(), &no_wait())
         .unwrap()
@@ -420,18 +403,11 @@ fn forker_process() {
 
 #[test]
 fn a_forked_child_s_lock_is_not_taken_for_a_reused_pid() {
-    if std::env::var_os(FORKER_ENV).is_some() || std::env::var_os(HOLDER_ENV).is_some() {
-        return;
+    if let Some(dir) = child::role() {
+        return forker_process(&dir);
     }
     let scratch = Scratch::new("forked");
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "forker_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(FORKER_ENV, scratch.path())
+    let out = child::command(&scratch.path().display().to_string())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -7,26 +7,20 @@ mod common;
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{listing, Scratch};
+use common::{child, listing, Scratch};
 use spoollock_lockfile::{acquire, check, LockDir, LockState, Options, Wait};
-
-const WAITER_ENV: &str = "SPOOLLOCK_TEST_TEMP_WAITER";
 
 fn name() -> &'static OsStr {
     OsStr::new("box.lock")
 }
 
-/// Runs only in children: wait forever for `box.lock` in the directory
+/// The child's part: wait forever for `box.lock` in the directory
 /// given (named temporary files when asked), printing "waiting" once the
 /// temporary file exists.
-#[test]
-fn waiter_process() {
-    let Ok(spec) = std::env::var(WAITER_ENV) else {
-        return;
-    };
+fn waiter_process(spec: &str) {
     let (mode, dir) = spec.split_once('|').unwrap();
     let dir = LockDir::open(Path::new(dir)).unwrap();
     if mode == "named" {
@@ -48,14 +42,7 @@ fn kill_a_waiter(mode: &str) -> Vec<String> {
     let scratch = Scratch::new(&format!("temp-{mode}"));
     let dir = LockDir::open(scratch.path()).unwrap();
     let held = acquire(&dir, name(), &Options::default()).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "waiter_process",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(WAITER_ENV, format!("{mode}|{}", scratch.path().display()))
+    let mut child = child::command(&format!("{mode}|{}", scratch.path().display()))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -104,11 +91,17 @@ fn a_local_directory_uses_anonymous_temporary_files() {
 
 #[test]
 fn a_waiter_killed_with_an_anonymous_temporary_file_leaves_nothing() {
+    if let Some(spec) = child::role() {
+        return waiter_process(&spec);
+    }
     assert_eq!(kill_a_waiter("anonymous"), vec!["box.lock".to_string()]);
 }
 
 #[test]
 fn a_waiter_killed_with_a_named_temporary_file_leaves_it() {
+    if let Some(spec) = child::role() {
+        return waiter_process(&spec);
+    }
     // What the anonymous file avoids, and what the helper's sweep is for
     // on NFS: the named file stays until someone removes it.
     let left = kill_a_waiter("named");

@@ -1,45 +1,10 @@
-//! Shared test scaffolding: scratch directories and listings.
-#![allow(dead_code)]
+//! Shared test scaffolding: scratch directories (from the workspace's
+//! test-support crate), listings, temporary-file checks and file ages.
+#![allow(dead_code, unused_imports)]
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "spoollock-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Names in `dir`, sorted.
-pub fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
+pub use spoollock_test_support::{child, dead_pid, listing, monotonic_ns, require, Scratch};
 
 /// Panics if a temporary `.lk*` file was left in `dir`.
 pub fn assert_no_temp_files(dir: &Path) {
