@@ -2,44 +2,11 @@
 //! on held, free and stale locks, `--no-wait` and `--timeout` on a held
 //! lock, `lock`/`unlock`/`touch` for scripts, and clear errors.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use spoollock_lockfile::{content_for, PidMode};
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "spoollock-cli-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-    fn names(&self) -> Vec<String> {
-        let mut v: Vec<_> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use spoollock_test_support::{require, Scratch};
 
 fn spoollock(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_spoollock"))
@@ -305,8 +272,10 @@ fn locks_are_readable_by_other_tools_whatever_the_umask() {
 #[test]
 fn a_planted_append_mark_never_truncates_someone_elses_mailbox() {
     use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::geteuid().is_root() {
-        println!("skipped: needs root to give the planted lock another owner");
+    if !require(
+        nix::unistd::geteuid().is_root(),
+        "needs root to give the planted lock another owner",
+    ) {
         return;
     }
     // In a shared directory, `nobody` plants an old lock on our mailbox

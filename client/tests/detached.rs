@@ -2,26 +2,9 @@
 //! removes a successor's lock.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
 use spoollock::{DetachedLock, LockError, LockOptions, LockTarget, PidMode};
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("sl-detached-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use spoollock_test_support::Scratch;
 
 fn opts(pid_mode: PidMode) -> LockOptions {
     LockOptions {

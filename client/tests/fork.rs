@@ -11,28 +11,18 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use spoollock::{LockGuard, LockOptions, MailboxLock, MailboxOptions};
-
-const SCENARIO_ENV: &str = "SPOOLLOCK_TEST_FORK_SCENARIO";
-const DIR_ENV: &str = "SPOOLLOCK_TEST_FORK_DIR";
+use spoollock_test_support::{child, Scratch};
 
 /// Child exit statuses.
 const CHILD_OK: i32 = 0;
 const CHILD_RELEASED: i32 = 3;
-
-fn scratch(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sl-fork-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Fork; run `child` in the child and leave with its status; in the parent,
 /// wait for it (at most 20 s: a child that hangs joining a thread it does
@@ -137,29 +127,20 @@ fn unsafe_copy<T>(value: &T) -> T {
     unsafe { std::ptr::read(value) }
 }
 
-#[test]
-fn fork_scenario() {
-    let (Ok(name), Ok(dir)) = (std::env::var(SCENARIO_ENV), std::env::var(DIR_ENV)) else {
-        return;
-    };
-    println!("RESULT {}", scenario(&name, Path::new(&dir)));
+/// The child process's part (`name|dir`): run the scenario and print its
+/// result.
+fn fork_scenario(spec: &str) {
+    let (name, dir) = spec.split_once('|').unwrap();
+    println!("RESULT {}", scenario(name, Path::new(dir)));
 }
 
 fn run(name: &str) -> String {
-    let dir = scratch(name);
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "fork_scenario",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(SCENARIO_ENV, name)
-        .env(DIR_ENV, &dir)
+    let dir = Scratch::new(&format!("fork-{name}"));
+    let out = child::command(&format!("{name}|{}", dir.path().display()))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     stdout
         .lines()
         .find_map(|l| l.split_once("RESULT ").map(|(_, result)| result))
@@ -174,8 +155,8 @@ fn run(name: &str) -> String {
 
 #[test]
 fn a_guard_dropped_in_a_forked_child_leaves_the_lock_and_does_not_hang() {
-    if std::env::var_os(SCENARIO_ENV).is_some() {
-        return;
+    if let Some(spec) = child::role() {
+        return fork_scenario(&spec);
     }
     // The child must exit (not hang joining the keep-alive thread), and
     // the lock stays the parent's.
@@ -187,8 +168,8 @@ fn a_guard_dropped_in_a_forked_child_leaves_the_lock_and_does_not_hang() {
 
 #[test]
 fn a_forked_child_cannot_release_its_parent_s_guard() {
-    if std::env::var_os(SCENARIO_ENV).is_some() {
-        return;
+    if let Some(spec) = child::role() {
+        return fork_scenario(&spec);
     }
     assert_eq!(
         run("guard-released"),
@@ -198,8 +179,8 @@ fn a_forked_child_cannot_release_its_parent_s_guard() {
 
 #[test]
 fn a_mailbox_lock_dropped_in_a_forked_child_keeps_both_locks() {
-    if std::env::var_os(SCENARIO_ENV).is_some() {
-        return;
+    if let Some(spec) = child::role() {
+        return fork_scenario(&spec);
     }
     assert_eq!(
         run("mailbox-dropped"),

@@ -10,11 +10,13 @@
 //! - `rpm/build-rpm.sh` builds the RPM from the spec, whose file list must
 //!   carry the helper setgid mail, the command and every manual page.
 //!
-//! They need root on Debian; without root they say why and skip (in CI,
-//! which is root, a missing tool is a failure).
+//! They need root on Debian; without root they say why and skip (in CI
+//! a missing prerequisite is a failure: `spoollock_test_support::skip`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use spoollock_test_support::{in_ci, require, require_root, skip};
 
 /// The scripts' status for "cannot run here" (the reason is printed).
 const SKIPPED: i32 = 77;
@@ -30,8 +32,7 @@ fn repo() -> PathBuf {
 /// release build must not wait on the lock of the build running this
 /// test); `None` when it skipped, else its standard output.
 fn run_script(script: &str, target: &str) -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("{script}: skipped: needs root (dpkg -i, useradd, chown root:mail, namespaces)");
+    if !require_root("dpkg -i, useradd, chown root:mail, namespaces") {
         return None;
     }
     let repo = repo();
@@ -45,11 +46,7 @@ fn run_script(script: &str, target: &str) -> Option<String> {
     println!("{stdout}");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
     if out.status.code() == Some(SKIPPED) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{script} skipped in CI: {stdout}"
-        );
-        eprintln!("{script}: skipped (see above)");
+        skip(format_args!("packaging/{script} cannot run here: {stdout}"));
         return None;
     }
     assert_eq!(out.status.code(), Some(0), "packaging/{script} failed");
@@ -74,7 +71,7 @@ fn debian_package_installs_runs_audits_and_purges() {
     ] {
         assert!(stdout.contains(step), "missing step: {step}");
     }
-    if std::env::var_os("CI").is_some() {
+    if in_ci() {
         assert!(stdout.contains("rpmspec -P: the spec parses"));
     }
 }
@@ -97,8 +94,7 @@ fn install_script_honours_prefix_destdir_and_privileges() {
 
 #[test]
 fn rpm_package_carries_the_helper_setgid_mail() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("build-rpm.sh: skipped: needs root (its test runs with the others in CI)");
+    if !require_root("build-rpm.sh; its test runs with the others in CI") {
         return;
     }
     let found = |tool: &str| {
@@ -107,9 +103,10 @@ fn rpm_package_carries_the_helper_setgid_mail() {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !found("rpmbuild") {
-        assert!(std::env::var_os("CI").is_none(), "rpmbuild missing in CI");
-        eprintln!("build-rpm.sh: skipped: rpmbuild not installed (apt-get install rpm)");
+    if !require(
+        found("rpmbuild"),
+        "rpmbuild not installed (apt-get install rpm)",
+    ) {
         return;
     }
     let repo = repo();

@@ -3,31 +3,12 @@
 //! an unprivileged user on a directory it may not write (as on /var/mail),
 //! changing nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use spoollock_lockfile::{content_for, PidMode};
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("spoollock-status-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use spoollock_test_support::{dead_pid, listing, Scratch};
 
 /// Run `cmd` within a minute (a hang is a failure).
 fn run(cmd: &mut Command) -> Output {
@@ -56,22 +37,6 @@ fn plant(path: &Path, content: &[u8], secs_ago: u64) {
         .unwrap()
         .set_modified(SystemTime::now() - Duration::from_secs(secs_ago))
         .unwrap();
-}
-
-fn dead_pid() -> u32 {
-    let mut child = Command::new("true").spawn().unwrap();
-    let pid = child.id();
-    child.wait().unwrap();
-    pid
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -31,61 +31,39 @@ pub const SPOOLLOCK: &str = env!("CARGO_BIN_EXE_spoollock");
 
 // --- environment ------------------------------------------------------------
 
-/// True if every program is on `$PATH`; otherwise says which is missing.
+pub use spoollock_test_support::Scratch;
+
+/// True if every program is on `$PATH`; otherwise a skip of `test` naming
+/// the missing one (a failure in CI).
 pub fn have(test: &str, programs: &[&str]) -> bool {
-    for program in programs {
-        let found = std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| {
-                std::fs::metadata(dir.join(program))
-                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            })
-        });
-        if !found {
-            eprintln!(
-                "SKIPPED {test}: `{program}` is not installed \
-                 (apt-get install liblockfile-bin procmail lockfile-progs gcc; \
-                 scripts/test does it as root)"
+    match programs
+        .iter()
+        .find(|p| !spoollock_test_support::on_path(p))
+    {
+        Some(program) => {
+            spoollock_test_support::skip_named(
+                test,
+                format_args!(
+                    "`{program}` is not installed (apt-get install liblockfile-bin procmail \
+                     lockfile-progs gcc; scripts/test does it as root)"
+                ),
             );
-            return false;
+            false
         }
+        None => true,
     }
-    true
 }
 
+/// True if root; otherwise a skip of `test` (a failure in CI).
 pub fn is_root(test: &str) -> bool {
     let root = nix::unistd::geteuid().is_root();
     if !root {
-        eprintln!("SKIPPED {test}: needs root (a private mount namespace over /var/mail)");
+        spoollock_test_support::skip_named(
+            test,
+            "needs root (a private mount namespace over /var/mail)",
+        );
     }
     root
-}
-
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Scratch {
-        pub static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "spoollock-peers-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        // procmail refuses rcfiles in world-writable directories.
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Scratch(dir)
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // --- messages ---------------------------------------------------------------
