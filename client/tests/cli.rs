@@ -202,7 +202,7 @@ fn clear_errors_and_no_leftovers() {
     assert_eq!(code(&out), 5);
     assert!(stderr(&out).contains("No such file"), "{}", stderr(&out));
     // A name too long for the file system.
-    let long = s.join("n".repeat(252));
+    let long = s.join(&"n".repeat(252));
     let out = spoollock(&["run", p(&long), "--", "true"]);
     assert_eq!(code(&out), 5);
     assert!(stderr(&out).contains("too long"), "{}", stderr(&out));

@@ -60,7 +60,7 @@ impl Scratch {
         &self.0
     }
 
-    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+    pub fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 
