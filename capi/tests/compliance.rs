@@ -721,9 +721,9 @@ fn both_libraries_agree_except_where_spoollock_differs_on_purpose() {
     let mut report = Vec::new();
     for case in CASES {
         if case.as_nobody && !root && case.name.contains("another user") {
-            eprintln!(
-                "SKIPPED case {:?}: a lock of another user needs root to make",
-                case.name
+            skip_named(
+                &format!("{T} case {:?}", case.name),
+                "a lock of another user needs root to make",
             );
             continue;
         }
@@ -731,9 +731,9 @@ fn both_libraries_agree_except_where_spoollock_differs_on_purpose() {
         for lib in Lib::BOTH {
             let ran = run_case(case, lib);
             if ran.lines.first().map(String::as_str) == Some("orphan not-init") {
-                eprintln!(
-                    "SKIPPED case {:?}: orphans are adopted by a subreaper here, not init",
-                    case.name
+                skip_named(
+                    &format!("{T} case {:?}", case.name),
+                    "orphans are adopted by a subreaper here, not init",
                 );
                 break;
             }

@@ -132,7 +132,10 @@ fn in_namespace(s: &Scratch, phases: &str, deadline: Duration) -> BTreeMap<Strin
 
 fn prerequisites(test: &str) -> bool {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED {test}: needs root (a private mount namespace over /var/mail)");
+        skip_named(
+            test,
+            "needs root (a private mount namespace over /var/mail)",
+        );
         return false;
     }
     have_c_and_liblockfile(test)

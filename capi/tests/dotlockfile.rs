@@ -385,9 +385,9 @@ fn spoollock_dotlockfile_agrees_with_debian_s_except_where_it_differs_on_purpose
     let mut wrong = Vec::new();
     for case in CASES {
         if case.as_nobody && !root && case.name.contains("another user") {
-            eprintln!(
-                "SKIPPED case {:?}: another user's lock needs root",
-                case.name
+            skip_named(
+                &format!("{T} case {:?}", case.name),
+                "another user's lock needs root",
             );
             continue;
         }

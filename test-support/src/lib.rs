@@ -140,9 +140,10 @@ pub fn skip_named(what: &str, reason: impl Display) {
     if in_ci() {
         panic!("{what}: prerequisite missing in CI: {reason}");
     }
-    // One line, on stdout and stderr alike so that a count finds it
-    // whichever the caller captures.
-    println!("SKIP {what}: {reason}");
+    // Straight to stderr, past libtest's capture of `eprintln!` (a passing
+    // test's output is never shown): `scripts/test-count` counts these.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {what}: {reason}");
 }
 
 /// True if `ok`; otherwise [`skip`] with `reason` (a panic in CI) and

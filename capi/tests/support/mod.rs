@@ -1,15 +1,16 @@
 //! What the capi tests share: the two builds of the C driver (against
 //! Debian's liblockfile and against ours), scratch directories, running
 //! a program under a deadline, and what is on disk at a lock name.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
+
+pub use spoollock_test_support::{dead_pid, on_path, skip_named, Scratch};
 
 /// No program a test runs may take longer than this; past it, it is
 /// killed and the test fails (a hang is a failure).
@@ -48,16 +49,6 @@ pub fn our_library_dir() -> PathBuf {
     .clone()
 }
 
-/// True if `program` is on `$PATH`.
-pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(program))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
-}
-
 /// The C compiler and Debian's liblockfile (library and headers), or a
 /// printed reason to skip.
 pub fn have_c_and_liblockfile(test: &str) -> bool {
@@ -76,9 +67,12 @@ pub fn have_c_and_liblockfile(test: &str) -> bool {
     };
     match why {
         Some(why) => {
-            eprintln!(
-                "SKIPPED {test}: {why} (apt-get install gcc libc6-dev liblockfile-dev \
-                 liblockfile-bin; scripts/test does it as root)"
+            skip_named(
+                test,
+                format_args!(
+                    "{why} (apt-get install gcc libc6-dev liblockfile-dev \
+                     liblockfile-bin; scripts/test does it as root)"
+                ),
             );
             false
         }
@@ -152,34 +146,6 @@ pub fn build_c(name: &str, source: &str, lib: Lib) -> PathBuf {
 /// The compliance driver linked to `lib`.
 pub fn driver(lib: Lib) -> PathBuf {
     build_c("driver", DRIVER_C, lib)
-}
-
-/// A fresh directory under /tmp, mode 0755, removed on drop.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(tag: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "spoollock-capi-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        set_mode(&dir, 0o755);
-        Scratch(dir)
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 pub fn set_mode(path: &Path, mode: u32) {
@@ -340,14 +306,6 @@ pub fn describe(out: &Output) -> String {
     )
 }
 
-/// A process that is gone: its pid, for locks naming a dead holder.
-pub fn dead_pid() -> u32 {
-    let mut child = Command::new("true").spawn().unwrap();
-    let pid = child.id();
-    child.wait().unwrap();
-    pid
-}
-
 /// A binary of another package of this workspace (`spoollock`,
 /// `spoollock-helper`), built now by cargo if needed (cargo releases its
 /// build lock while tests run), in this test's profile and target
@@ -413,9 +371,12 @@ pub fn ensure_user(name: &str) -> (u32, u32) {
 pub fn have_programs(test: &str, programs: &[&str]) -> bool {
     match programs.iter().find(|p| !on_path(p)) {
         Some(missing) => {
-            eprintln!(
-                "SKIPPED {test}: `{missing}` is not installed (scripts/test installs \
-                 lockfile-progs bsd-mailx liblockfile-bin rsyslog util-linux passwd as root)"
+            skip_named(
+                test,
+                format_args!(
+                    "`{missing}` is not installed (scripts/test installs \
+                     lockfile-progs bsd-mailx liblockfile-bin rsyslog util-linux passwd as root)"
+                ),
             );
             false
         }
