@@ -7,8 +7,9 @@
 //!   still revalidate the attribute cache;
 //! - `LockMode::Server` (the control): locks exclude across mounts.
 //!
-//! Other processes are this test binary run as a probe (`lock_probe`):
-//! it tries one non-blocking POSIX write lock and prints what happened.
+//! Other processes are the running test run again as a probe
+//! (`spoollock_test_support::child`): it tries one non-blocking POSIX
+//! write lock and prints what happened.
 //! Every wait is bounded.
 //!
 //! Needs root and /dev/fuse; without them each test says why and returns.
@@ -16,24 +17,19 @@
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nfs_sim::{LockMode, Mount, SimConfig};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
+use spoollock_test_support::{child, require_none, Scratch};
 
-const PROBE_ENV: &str = "NFS_SIM_LOCK_PROBE";
 const BOUND: Duration = Duration::from_secs(20);
 
-/// Runs only in probe processes: try a POSIX write lock on the file named
-/// in [`PROBE_ENV`] and print `locked`, `busy` or the errno's name.
-#[test]
-fn lock_probe() {
-    let Ok(path) = std::env::var(PROBE_ENV) else {
-        return;
-    };
+/// A probe process's part: try a POSIX write lock on the file `path` and
+/// print `locked`, `busy` or the errno's name.
+fn lock_probe(path: &str) {
     let file = File::options().read(true).write(true).open(path).unwrap();
     let answer = match fcntl(&file, FcntlArg::F_SETLK(&whole(nix::libc::F_WRLCK))) {
         Ok(_) => "locked".to_string(),
@@ -45,9 +41,7 @@ fn lock_probe() {
 
 /// What another process gets when it tries to write-lock `path`.
 fn probe(path: &Path) -> String {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["lock_probe", "--exact", "--nocapture", "--test-threads=1"])
-        .env(PROBE_ENV, path)
+    let mut child = child::command(&path.display().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -105,26 +99,18 @@ fn rw(path: &Path) -> File {
 
 /// Two mounts of one backing directory, unmounted (bounded) on drop.
 struct Setup {
-    root: PathBuf,
+    // Removed (dropped) after `drop` has unmounted `a` and `b`.
+    root: Scratch,
     a: Option<Mount>,
     b: Option<Mount>,
 }
 
 impl Setup {
     fn new(a: SimConfig, b: SimConfig) -> Option<Setup> {
-        if let Some(reason) = nfs_sim::unavailable_reason() {
-            eprintln!("skipping: {reason}");
+        if !require_none(nfs_sim::unavailable_reason()) {
             return None;
         }
-        static N: AtomicU32 = AtomicU32::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "nfs-sim-lock-modes-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        for d in ["backing", "a", "b"] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
+        let root = Scratch::with_dirs("nfs-sim-lock-modes", &["backing", "a", "b"]);
         let ma = Mount::new(&root.join("backing"), &root.join("a"), a).unwrap();
         let mb = Mount::new(&root.join("backing"), &root.join("b"), b).unwrap();
         fs::write(root.join("backing/mbox"), b"1").unwrap();
@@ -152,7 +138,6 @@ impl Drop for Setup {
     fn drop(&mut self) {
         drop(self.a.take());
         drop(self.b.take());
-        let _ = fs::remove_dir_all(&self.root);
     }
 }
 
@@ -176,6 +161,9 @@ fn caching(locks: LockMode) -> SimConfig {
 
 #[test]
 fn unsupported_mode_fails_every_lock_call_with_enolck() {
+    if let Some(path) = child::role() {
+        return lock_probe(&path);
+    }
     let Some(s) = Setup::new(caching(LockMode::Unsupported), with_locks(LockMode::Server)) else {
         return;
     };
@@ -234,6 +222,9 @@ fn unsupported_mode_fails_every_lock_call_with_enolck() {
 
 #[test]
 fn local_mode_excludes_within_one_mount_and_not_across_mounts() {
+    if let Some(path) = child::role() {
+        return lock_probe(&path);
+    }
     let Some(s) = Setup::new(with_locks(LockMode::Local), with_locks(LockMode::Local)) else {
         return;
     };
@@ -265,6 +256,9 @@ fn local_mode_excludes_within_one_mount_and_not_across_mounts() {
 
 #[test]
 fn server_mode_excludes_across_mounts() {
+    if let Some(path) = child::role() {
+        return lock_probe(&path);
+    }
     let Some(s) = Setup::new(with_locks(LockMode::Server), with_locks(LockMode::Server)) else {
         return;
     };

@@ -9,13 +9,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use nfs_sim::{Fault, Faults, Mount, SimConfig};
+use spoollock_test_support::{require_none, Scratch};
 
 struct Setup {
-    root: PathBuf,
+    // Removed (dropped) after `drop` has unmounted `a` and `b`.
+    root: Scratch,
     a: Option<Mount>,
     b: Option<Mount>,
 }
@@ -24,19 +25,10 @@ impl Setup {
     /// Two mounts of one fresh backing directory, or `None` (with the
     /// reason printed) where FUSE cannot be used.
     fn new(a: SimConfig, b: SimConfig) -> Option<Setup> {
-        if let Some(reason) = nfs_sim::unavailable_reason() {
-            eprintln!("skipping: {reason}");
+        if !require_none(nfs_sim::unavailable_reason()) {
             return None;
         }
-        static N: AtomicU32 = AtomicU32::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "nfs-sim-model-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        for d in ["backing", "a", "b"] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
+        let root = Scratch::with_dirs("nfs-sim-model", &["backing", "a", "b"]);
         let ma = Mount::new(&root.join("backing"), &root.join("a"), a).unwrap();
         let mb = Mount::new(&root.join("backing"), &root.join("b"), b).unwrap();
         Some(Setup {
@@ -64,7 +56,6 @@ impl Drop for Setup {
     fn drop(&mut self) {
         drop(self.a.take());
         drop(self.b.take());
-        let _ = fs::remove_dir_all(&self.root);
     }
 }
 

@@ -14,7 +14,6 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -23,24 +22,19 @@ use nfs_sim::{Mount, SimConfig, Teardown};
 /// What the tests allow a teardown, aborts included.
 const BOUND: Duration = Duration::from_secs(15);
 
-struct Scratch(PathBuf);
+/// A scratch tree of a backing directory and a mount point.
+struct Scratch(spoollock_test_support::Scratch);
 
 impl Scratch {
+    /// `None` where FUSE cannot be used: a skip, a failure in CI.
     fn new(tag: &str) -> Option<Scratch> {
-        if let Some(reason) = nfs_sim::unavailable_reason() {
-            eprintln!("skipping: {reason}");
+        if !spoollock_test_support::require_none(nfs_sim::unavailable_reason()) {
             return None;
         }
-        static N: AtomicU32 = AtomicU32::new(0);
-        let root = std::env::temp_dir().join(format!(
-            "nfs-sim-unmount-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        for d in ["backing", "mnt"] {
-            fs::create_dir_all(root.join(d)).unwrap();
-        }
-        Some(Scratch(root))
+        Some(Scratch(spoollock_test_support::Scratch::with_dirs(
+            &format!("nfs-sim-unmount-{tag}"),
+            &["backing", "mnt"],
+        )))
     }
 
     fn mount(&self) -> Mount {
@@ -54,12 +48,6 @@ impl Scratch {
 
     fn mountpoint(&self) -> PathBuf {
         self.0.join("mnt").canonicalize().unwrap()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -107,7 +95,7 @@ impl NamespaceCopy {
         {
             Ok(child) => child,
             Err(e) => {
-                eprintln!("skipping: cannot run unshare: {e}");
+                spoollock_test_support::skip(format_args!("cannot run unshare: {e}"));
                 return None;
             }
         };

@@ -16,7 +16,7 @@
 //! }
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// `<test name>` newline `<argument>`, set for a child by [`command`].
@@ -71,4 +71,15 @@ pub fn args(test: &str) -> [String; 4] {
 /// The value of [`ENV`] for the test `test` and `arg`.
 pub fn spec(test: &str, arg: &str) -> String {
     format!("{test}\n{arg}")
+}
+
+/// The program and arguments that re-run the running test, for a harness
+/// that starts its workers itself and hands them their part in an
+/// environment variable of its own (`spoollock_tests::torture`): the test
+/// checks that variable at its top, as it would call [`role`].
+pub fn self_command() -> (PathBuf, Vec<String>) {
+    (
+        std::env::current_exe().unwrap(),
+        args(&crate::current_test()).to_vec(),
+    )
 }

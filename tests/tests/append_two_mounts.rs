@@ -13,23 +13,26 @@
 //!
 //! Needs root and /dev/fuse; without them each test says why and returns.
 
+mod common;
+
+use common::two_client_scratch;
 use nfs_sim::{Faults, LockMode, Mount, SimConfig};
 use spoollock_tests::append::{self, AppendReport, AppendRun, WORKER_ENV};
-use spoollock_tests::two_client_scratch;
 
 const WRITERS: usize = 6;
 const MESSAGES: usize = 25;
 
-/// Runs only in the writer processes the tests start.
-#[test]
-fn append_worker() {
-    if let Ok(spec) = std::env::var(WORKER_ENV) {
-        append::worker_main(&spec);
+/// In a writer process a test started (the test run again, with
+/// [`WORKER_ENV`]): play the writer's part and say so. Each test calls it
+/// first, so no `#[test]` exists only to be a writer.
+fn worker() -> bool {
+    match std::env::var(WORKER_ENV) {
+        Ok(spec) => {
+            append::worker_main(&spec);
+            true
+        }
+        Err(_) => false,
     }
-}
-
-fn is_worker() -> bool {
-    std::env::var_os(WORKER_ENV).is_some()
 }
 
 /// Writers spread over two mounts whose server serves fcntl locks as
@@ -54,17 +57,7 @@ fn run_on_two_mounts(tag: &str, locks: LockMode, dotlock: bool) -> Option<Append
         messages: MESSAGES,
         dotlock,
         log_dir: scratch.path().join("logs"),
-        worker: (
-            std::env::current_exe().unwrap(),
-            [
-                "append_worker",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ]
-            .map(String::from)
-            .to_vec(),
-        ),
+        worker: spoollock_test_support::child::self_command(),
     };
     let report = append::run(&run);
     eprintln!("APPEND {}", report.line());
@@ -79,7 +72,7 @@ fn run_on_two_mounts(tag: &str, locks: LockMode, dotlock: bool) -> Option<Append
 
 #[test]
 fn append_on_two_mounts_with_server_locks() {
-    if is_worker() {
+    if worker() {
         return;
     }
     let Some(report) = run_on_two_mounts("append-server-locks", LockMode::Server, true) else {
@@ -91,7 +84,7 @@ fn append_on_two_mounts_with_server_locks() {
 
 #[test]
 fn append_on_two_nolock_mounts() {
-    if is_worker() {
+    if worker() {
         return;
     }
     let Some(report) = run_on_two_mounts("append-nolock", LockMode::Local, true) else {
@@ -103,7 +96,7 @@ fn append_on_two_nolock_mounts() {
 
 #[test]
 fn append_on_two_mounts_of_a_server_without_locks() {
-    if is_worker() {
+    if worker() {
         return;
     }
     let Some(report) = run_on_two_mounts("append-enolck", LockMode::Unsupported, true) else {
@@ -120,7 +113,7 @@ fn append_on_two_mounts_of_a_server_without_locks() {
 
 #[test]
 fn append_on_two_nolock_mounts_without_dotlock_loses_mail() {
-    if is_worker() {
+    if worker() {
         return;
     }
     let Some(report) = run_on_two_mounts("append-nolock-no-dotlock", LockMode::Local, false) else {

@@ -20,13 +20,15 @@
 //! B then breaks "its" stale lock: the live lock must never leave its
 //! name. Needs root and /dev/fuse.
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
+use common::two_client_scratch;
 use nfs_sim::{Mount, SimConfig};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use spoollock_lockfile::stale::{break_stale, inspect};
 use spoollock_lockfile::{acquire, LockDir, Options, Wait};
-use spoollock_tests::two_client_scratch;
 
 #[test]
 fn a_breaker_with_a_stale_cache_never_moves_a_live_lock() {

@@ -18,11 +18,13 @@
 //! lock on client B; P's release must leave Q's lock alone.
 //! Needs root and /dev/fuse.
 
+mod common;
+
 use std::time::Duration;
 
+use common::two_client_scratch;
 use nfs_sim::{Mount, SimConfig};
 use spoollock_lockfile::{acquire, LockDir, LockError, Options, Wait};
-use spoollock_tests::two_client_scratch;
 
 #[test]
 fn releasing_a_broken_lock_never_removes_the_new_holders_lock() {

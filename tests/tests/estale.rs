@@ -9,12 +9,14 @@
 //! look again, as they do for ENOENT. Client A churns the lock; client B
 //! looks at it in a loop. Needs root and /dev/fuse.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::two_client_scratch;
 use nfs_sim::{Mount, SimConfig};
 use spoollock_lockfile::{acquire, check, LockDir, Options};
-use spoollock_tests::two_client_scratch;
 
 #[test]
 fn looking_at_a_lock_another_client_churns_never_fails_with_estale() {

@@ -10,15 +10,18 @@
 //!
 //! Needs root and /dev/fuse; without them each test says why and returns.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use common::two_client_scratch;
 use nfs_sim::{Mount, SimConfig};
 use spoollock_lockfile::{acquire, Event, LockDir, Options, Wait};
+use spoollock_test_support::{monotonic_ns, Scratch};
 use spoollock_tests::naive::{NaiveLock, NaiveStats};
-use spoollock_tests::{monotonic_ns, two_client_scratch, Scratch};
 
 const STALE_AGE: Duration = Duration::from_secs(2);
 /// The holder keeps the lock this many refresh periods (well past the

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use nfs_sim::{Fault, Faults, Mount, SimConfig};
 use spoollock_lockfile::{acquire, check, LockDir, LockState, Options, Wait};
-use spoollock_tests::{fuse_unavailable, Scratch};
+use spoollock_test_support::{require_none, Scratch};
+use spoollock_tests::fuse_unavailable;
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -20,8 +21,7 @@ fn names(dir: &Path) -> Vec<String> {
 /// Acquire and release once through a mount with `faults`; return what
 /// is left in the backing directory.
 fn once_with(faults: Faults) -> Option<(Vec<String>, u64)> {
-    if let Some(reason) = fuse_unavailable() {
-        eprintln!("skipping: {reason}");
+    if !require_none(fuse_unavailable()) {
         return None;
     }
     let scratch = Scratch::new("nfs-faults");

@@ -8,14 +8,16 @@
 //! leads to `ESTALE` and a real lookup, not back to the file it holds).
 //! Needs root and /dev/fuse.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use common::two_client_scratch;
 use nfs_sim::{Mount, SimConfig};
 use spoollock::{Event, LockOptions, MailboxLock, MailboxOptions, Order, Wait};
 use spoollock_lockfile::{acquire, LockDir, Options};
-use spoollock_tests::two_client_scratch;
 
 #[test]
 fn a_waiter_with_stale_caches_follows_a_mailbox_renamed_over_by_another_client() {

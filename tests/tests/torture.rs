@@ -24,19 +24,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nfs_sim::{Faults, LockMode, Mount, SimConfig};
+use spoollock_test_support::{child, require, require_none, Scratch};
+use spoollock_tests::fuse_unavailable;
 use spoollock_tests::torture::{self, LockKind, Place, Report, Scenario, WORKER_ENV};
-use spoollock_tests::{fuse_unavailable, Scratch};
 
-/// Runs only in the worker processes the scenarios start.
-#[test]
-fn torture_worker() {
-    if let Ok(spec) = std::env::var(WORKER_ENV) {
-        torture::worker_main(&spec);
+/// In a worker process a scenario started (its own test run again, with
+/// [`WORKER_ENV`]): play the worker's part and say so. Each test calls it
+/// first, so no `#[test]` exists only to be a worker.
+fn worker() -> bool {
+    match std::env::var(WORKER_ENV) {
+        Ok(spec) => {
+            torture::worker_main(&spec);
+            true
+        }
+        Err(_) => false,
     }
-}
-
-fn is_worker() -> bool {
-    std::env::var_os(WORKER_ENV).is_some()
 }
 
 /// Total cycles per scenario: CI-sized unless soaking.
@@ -46,20 +48,6 @@ fn total_cycles(ci: usize) -> usize {
         Some("1") => 100_000,
         Some(n) => n.parse().expect("SPOOLLOCK_SOAK: 1 or a cycle count"),
     }
-}
-
-fn worker_command() -> (PathBuf, Vec<String>) {
-    (
-        std::env::current_exe().unwrap(),
-        [
-            "torture_worker",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
 }
 
 fn root() -> bool {
@@ -95,7 +83,7 @@ fn scenario(
         random_kills_per_sec: 1.0,
         max_pause: Duration::from_micros(300),
         log_dir: server_dir.parent().unwrap().join("logs"),
-        worker: worker_command(),
+        worker: child::self_command(),
         seed: std::process::id() as u64 * 7919,
     }
 }
@@ -138,7 +126,7 @@ fn local_run(base: &Path, tag: &str) {
 
 #[test]
 fn torture_local_disk() {
-    if is_worker() {
+    if worker() {
         return;
     }
     local_run(&std::env::temp_dir(), "local-disk");
@@ -146,12 +134,11 @@ fn torture_local_disk() {
 
 #[test]
 fn torture_tmpfs() {
-    if is_worker() {
+    if worker() {
         return;
     }
     let shm = Path::new("/dev/shm");
-    if !shm.is_dir() {
-        eprintln!("skipping: no /dev/shm tmpfs");
+    if !require(shm.is_dir(), "no /dev/shm tmpfs") {
         return;
     }
     local_run(shm, "tmpfs");
@@ -178,8 +165,7 @@ impl TwoMounts {
         faults: Faults,
         locks: LockMode,
     ) -> Option<TwoMounts> {
-        if let Some(reason) = fuse_unavailable() {
-            eprintln!("skipping: {reason}");
+        if !require_none(fuse_unavailable()) {
             return None;
         }
         let scratch = Scratch::new(tag);
@@ -234,7 +220,7 @@ impl Drop for TwoMounts {
 
 #[test]
 fn torture_nfs_sim_two_mounts() {
-    if is_worker() {
+    if worker() {
         return;
     }
     let Some(m) = TwoMounts::new("nfs-sim", -120_000, Faults::all(0.02)) else {
@@ -266,7 +252,7 @@ fn torture_nfs_sim_two_mounts() {
 
 #[test]
 fn torture_nfs_sim_naive_lock_fails() {
-    if is_worker() {
+    if worker() {
         return;
     }
     let Some(m) = TwoMounts::new("nfs-sim-naive", -120_000, Faults::all(0.02)) else {
@@ -308,7 +294,7 @@ fn mailbox_run(tag: &str, locks: LockMode, lock: LockKind, ci: usize) -> Option<
 
 #[test]
 fn torture_nfs_sim_mailbox_lock_nolock_mounts() {
-    if is_worker() {
+    if worker() {
         return;
     }
     let Some((report, faults)) = mailbox_run(
@@ -328,7 +314,7 @@ fn torture_nfs_sim_mailbox_lock_nolock_mounts() {
 
 #[test]
 fn torture_nfs_sim_mailbox_lock_server_without_locks() {
-    if is_worker() {
+    if worker() {
         return;
     }
     let Some((report, faults)) = mailbox_run(
@@ -348,7 +334,7 @@ fn torture_nfs_sim_mailbox_lock_server_without_locks() {
 
 #[test]
 fn torture_nfs_sim_nolock_mounts_without_dotlock_fail() {
-    if is_worker() {
+    if worker() {
         return;
     }
     let Some(m) = TwoMounts::with_locks(
@@ -382,7 +368,7 @@ fn torture_nfs_sim_nolock_mounts_without_dotlock_fail() {
 
 #[test]
 fn torture_nfs_sim_fcntl_only_with_server_locks() {
-    if is_worker() {
+    if worker() {
         return;
     }
     // The control for the test above: the same lock, the same load, on a
