@@ -158,7 +158,10 @@ fn release_after_the_lock_was_broken_and_taken_again(env: &Env) {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn release_after_the_lock_was_broken_and_taken_again(_: &Env) {
-    println!("  skipped: the tracing is written for x86-64");
+    spoollock_test_support::skip_named(
+        "release_after_the_lock_was_broken_and_taken_again",
+        "the tracing is written for x86-64",
+    );
 }
 
 fn main() {

@@ -140,10 +140,10 @@ pub fn skip_named(what: &str, reason: impl Display) {
     if in_ci() {
         panic!("{what}: prerequisite missing in CI: {reason}");
     }
-    // Straight to stderr, past libtest's capture of `eprintln!` (a passing
+    // Straight to file descriptor 2, past libtest's capture (a passing
     // test's output is never shown): `scripts/test-count` counts these.
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "SKIP {what}: {reason}");
+    let line = format!("SKIP {what}: {reason}\n");
+    let _ = nix::unistd::write(std::io::stderr(), line.as_bytes());
 }
 
 /// True if `ok`; otherwise [`skip`] with `reason` (a panic in CI) and

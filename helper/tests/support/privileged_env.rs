@@ -1,5 +1,5 @@
 //! The privileged end-to-end harness of `spoollock-helper`, shared by the
-//! test binaries that include this file by path (`privileged.rs` and the
+//! test binaries that include this file by path (`privileged/main.rs` and the
 //! scenario files beside it).
 //!
 //! Everything is set up inside a private mount namespace so the machine's
@@ -36,6 +36,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+// Not every binary that includes this file uses it.
+#[allow(unused_imports)]
+pub use spoollock_test_support::dead_pid;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
@@ -777,9 +781,9 @@ pub fn spoollock_binary(env: &Env) -> Option<PathBuf> {
     let exe = std::env::current_exe().unwrap();
     let built = exe.parent()?.parent()?.join("spoollock");
     if !built.exists() {
-        println!(
-            "spoollock client scenario skipped: {} not built",
-            built.display()
+        spoollock_test_support::skip_named(
+            "spoollock_client_through_the_helper",
+            format_args!("{} not built", built.display()),
         );
         return None;
     }
@@ -815,12 +819,12 @@ pub type Scenario = (&'static str, fn(&Env));
 /// namespace, users and daemon are set up once for all scenarios): runs
 /// the scenarios whose names contain a filter given on the command line
 /// (all without one) in the environment `setup` makes, prints a libtest
-/// summary, and exits non-zero on a failure. Skips, saying why, unless
-/// run as root.
+/// summary, and exits non-zero on a failure. Unless run as root, skips
+/// (one SKIP line; a failure in CI).
 pub fn run_scenarios(what: &str, scenarios: &[Scenario], setup: impl FnOnce() -> Env) {
     let args: Vec<String> = std::env::args().collect();
     if !nix::unistd::geteuid().is_root() {
-        println!("{what} skipped: they must run as root (CI does)");
+        spoollock_test_support::skip_named(what, "they must run as root (CI does)");
         return;
     }
     let filters: Vec<&String> = args
@@ -964,14 +968,6 @@ pub fn plant(env: &Env, name: &str, uid: u32, content: &[u8], mode: u32, age: Du
         .set_modified(std::time::SystemTime::now() - age)
         .unwrap();
     p
-}
-
-/// A pid that named a process a moment ago and names none now.
-pub fn dead_pid() -> u32 {
-    let mut child = Command::new("/bin/true").spawn().unwrap();
-    let pid = child.id();
-    child.wait().unwrap();
-    pid
 }
 
 /// What spoollock writes into a lock for `pid` on this host in this boot:

@@ -78,12 +78,10 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// A fresh spool tree, or `None` with the reason printed (for tests,
-    /// which then skip).
+    /// A fresh spool tree, or `None` for tests, which then skip (one
+    /// SKIP line; a failure in CI).
     pub fn create_or_skip() -> Option<Spool> {
-        Spool::create()
-            .map_err(|why| eprintln!("skipped: {why}"))
-            .ok()
+        Spool::create().map_err(spoollock_test_support::skip).ok()
     }
 
     /// A fresh spool tree, or why there cannot be one here.
