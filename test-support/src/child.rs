@@ -5,7 +5,7 @@
 //! `None`. So the child's part is no `#[test]` of its own, which would
 //! report "ok" without testing anything when run normally.
 //!
-//! ```ignore
+//! ```text
 //! #[test]
 //! fn workers_never_overlap() {
 //!     if let Some(arg) = child::role() {
