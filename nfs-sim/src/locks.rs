@@ -229,7 +229,10 @@ mod tests {
     use super::*;
 
     fn backing() -> OwnedFd {
-        let path = std::env::temp_dir().join(format!("nfs-sim-locks-{}", std::process::id()));
+        // One name per call: the tests of this module run in parallel.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("nfs-sim-locks-{}-{n}", std::process::id()));
         std::fs::write(&path, b"").unwrap();
         let fd = open(&path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
         std::fs::remove_file(&path).unwrap();
