@@ -150,29 +150,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn usable_logins() {
-        for ok in ["alice", "bob.smith", "u_1", "svc$", "a-b"] {
-            assert!(login_usable(ok), "{ok}");
-        }
-        let long = "a".repeat(spoollock_lockfile::NAME_MAX);
-        for bad in [
-            "",
-            ".hidden",
-            "-rf",
-            "a/b",
-            "..",
-            "alice.lock",
-            "with space",
-            "tab\t",
-            "new\nline",
-            "\u{e9}",
-            long.as_str(),
-        ] {
-            assert!(!login_usable(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn spool_selection_is_by_configured_entry_only() {
         let spools = vec!["/var/mail".to_owned(), "/var/spool/mail".to_owned()];
         assert_eq!(select(&SpoolSel::Default, &spools), Ok(0));
