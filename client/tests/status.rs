@@ -65,14 +65,7 @@ fn every_kind_of_lock_is_reported_with_what_the_next_locker_would_do() {
     if nix::unistd::geteuid().is_root() {
         // Reading is enough: an unprivileged user who may not write the
         // directory (as /var/mail for everyone but root and group mail).
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--reset-env",
-        ])
-        .arg(env!("CARGO_BIN_EXE_spoollock"));
+        let c = spoollock_test_support::as_nobody(Path::new(env!("CARGO_BIN_EXE_spoollock")));
         runs.push(("nobody", c));
     }
     for (who, mut cmd) in runs {

@@ -166,24 +166,7 @@ fn by_name_requests_spare_a_live_session(env: &Env) {
     let bin = spoollock(env);
     let mark = env.log_mark();
     let lock_path = env.lock_path();
-    let marker = env.base.join("run-started");
-    let _ = fs::remove_file(&marker);
-    let script = format!("touch '{}'; exec sleep 600", marker.display());
-    set_mode(&env.base, 0o777);
-    let mut run = spoollock_as(
-        env,
-        &env.caller,
-        &bin,
-        &["run", "--mailbox", "--", "sh", "-c", &script],
-    )
-    .spawn()
-    .unwrap();
-    let start = Instant::now();
-    while !marker.exists() {
-        assert!(start.elapsed() < PATIENCE, "the command never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    set_mode(&env.base, 0o755);
+    let mut run = start_run_holding(env, &bin, &env.base.join("run-started"));
     // setpriv execs spoollock: this pid is spoollock's, the helper's parent.
     let client = run.id();
     let helper: u32 = first_line(&lock_path)

@@ -7,7 +7,7 @@
 //! - [`require`] and [`skip`]: one uniform `SKIP <test>: <reason>` line for a
 //!   missing prerequisite (root, FUSE, a peer program), and a failure
 //!   instead when `CI` is set, so that CI cannot pass on skipped tests;
-//! - [`dead_pid`] and [`monotonic_ns`].
+//! - [`dead_pid`], [`monotonic_ns`] and [`as_nobody`].
 //!
 //! A dev-dependency only: no library or program of the workspace may
 //! depend on it (`scripts/deps-policy` checks the helper's tree).
@@ -195,5 +195,24 @@ pub fn require_programs(programs: &[&str], hint: &str) -> bool {
             false
         }
         None => true,
+    }
+}
+
+/// `program` as the unprivileged user `nobody` (uid and gid 65534, no
+/// supplementary groups, a reset environment) when the tests run as root;
+/// as ourselves otherwise, already unprivileged.
+pub fn as_nobody(program: &Path) -> Command {
+    if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--reset-env",
+        ])
+        .arg(program);
+        c
+    } else {
+        Command::new(program)
     }
 }

@@ -279,23 +279,7 @@ fn join_within(t: std::thread::JoinHandle<Vec<u8>>, start: Instant) -> Vec<u8> {
     t.join().unwrap()
 }
 
-/// `cmd` as the unprivileged user `nobody` when we are root; as
-/// ourselves otherwise (already unprivileged).
-pub fn as_nobody(program: &Path) -> Command {
-    if nix::unistd::geteuid().is_root() {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--reset-env",
-        ])
-        .arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
+pub use spoollock_test_support::as_nobody;
 
 pub fn describe(out: &Output) -> String {
     format!(

@@ -6,7 +6,6 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -90,24 +89,7 @@ pub(crate) fn spoollock_client_through_the_helper(env: &Env) {
 
     // Killing spoollock with SIGKILL: the helper sees end of file and
     // removes the lock.
-    let marker = env.base.join("started");
-    let _ = fs::remove_file(&marker);
-    let script = format!("touch '{}'; exec sleep 600", marker.display());
-    set_mode(&env.base, 0o777);
-    let mut run = spoollock_as(
-        env,
-        &env.caller,
-        &bin,
-        &["run", "--mailbox", "--", "sh", "-c", &script],
-    )
-    .spawn()
-    .unwrap();
-    let start = Instant::now();
-    while !marker.exists() {
-        assert!(start.elapsed() < PATIENCE, "the command never started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    set_mode(&env.base, 0o755);
+    let mut run = start_run_holding(env, &bin, &env.base.join("started"));
     assert!(lock.exists());
     // setpriv execs spoollock: the child's pid is spoollock's.
     kill(Pid::from_raw(run.id() as i32), Signal::SIGKILL).unwrap();

@@ -809,6 +809,32 @@ pub fn spoollock_as(env: &Env, who: &Ids, bin: &Path, args: &[&str]) -> Command 
     cmd
 }
 
+/// `spoollock run --mailbox` as the caller, holding the lock through the
+/// helper while its command sleeps; returned once the command has started
+/// (it touches `marker`), within [`PATIENCE`]. The spool's base directory
+/// is opened to the caller only for that start. `setpriv` execs spoollock:
+/// the child's pid is spoollock's, the helper's parent.
+pub fn start_run_holding(env: &Env, bin: &Path, marker: &Path) -> Child {
+    let _ = fs::remove_file(marker);
+    let script = format!("touch '{}'; exec sleep 600", marker.display());
+    set_mode(&env.base, 0o777);
+    let run = spoollock_as(
+        env,
+        &env.caller,
+        bin,
+        &["run", "--mailbox", "--", "sh", "-c", &script],
+    )
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(start.elapsed() < PATIENCE, "the command never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    set_mode(&env.base, 0o755);
+    run
+}
+
 // ---------------------------------------------------------------------------
 // Running scenarios
 
