@@ -135,6 +135,10 @@ fn fork_scenario(spec: &str) {
 }
 
 fn run(name: &str) -> String {
+    let _deadline = spoollock_test_support::deadline(
+        format!("the fork scenario {name}"),
+        Duration::from_secs(60),
+    );
     let dir = Scratch::new(&format!("fork-{name}"));
     let out = child::command(&format!("{name}|{}", dir.path().display()))
         .output()

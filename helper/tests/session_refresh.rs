@@ -117,6 +117,9 @@ fn finish(locked: Locked) {
 
 #[test]
 fn a_quiet_session_lock_is_refreshed() {
+    // Reads from the session's pipe and its join would hang, not fail, if
+    // the session stopped answering.
+    let _deadline = spoollock_test_support::deadline("a quiet session", Duration::from_secs(300));
     let Some(mut locked) = start_locked() else {
         return;
     };
@@ -126,6 +129,8 @@ fn a_quiet_session_lock_is_refreshed() {
 
 #[test]
 fn a_session_lock_is_refreshed_while_its_client_is_never_quiet() {
+    let _deadline =
+        spoollock_test_support::deadline("a session never quiet", Duration::from_secs(300));
     let Some(mut locked) = start_locked() else {
         return;
     };

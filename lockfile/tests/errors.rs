@@ -37,6 +37,10 @@ fn try_lock_child(spec: &str) {
 }
 
 fn try_in_child(mode: &str, dir: &std::path::Path, as_nobody: bool) -> String {
+    let _deadline = spoollock_test_support::deadline(
+        "a locking child process",
+        std::time::Duration::from_secs(60),
+    );
     let mut exe = std::env::current_exe().unwrap();
     let _copy;
     if as_nobody {

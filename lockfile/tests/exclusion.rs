@@ -56,6 +56,10 @@ fn eight_processes_never_hold_the_lock_together() {
     if let Some(spec) = child::role() {
         return exclusion_worker(&spec);
     }
+    let _deadline = spoollock_test_support::deadline(
+        "eight locking processes",
+        std::time::Duration::from_secs(300),
+    );
     let scratch = Scratch::new("exclusion");
     let dir = scratch.path();
     std::fs::write(dir.join("data"), b"").unwrap();

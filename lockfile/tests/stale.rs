@@ -42,6 +42,10 @@ fn lock_of_a_killed_holder_is_broken_at_once() {
     if let Some(dir) = child::role() {
         return holder_process(&dir);
     }
+    let _deadline = spoollock_test_support::deadline(
+        "a holder process, killed",
+        std::time::Duration::from_secs(60),
+    );
     let scratch = Scratch::new("killed");
     let mut child = child::command(&scratch.path().display().to_string())
         .stdout(Stdio::piped())
@@ -406,6 +410,10 @@ fn a_forked_child_s_lock_is_not_taken_for_a_reused_pid() {
     if let Some(dir) = child::role() {
         return forker_process(&dir);
     }
+    let _deadline = spoollock_test_support::deadline(
+        "a forking child process",
+        std::time::Duration::from_secs(60),
+    );
     let scratch = Scratch::new("forked");
     let out = child::command(&scratch.path().display().to_string())
         .output()

@@ -39,6 +39,10 @@ fn waiter_process(spec: &str) {
 /// Hold `box.lock`, start a waiter, kill it with SIGKILL while it waits
 /// with its temporary file open; the names left in the directory.
 fn kill_a_waiter(mode: &str) -> Vec<String> {
+    let _deadline = spoollock_test_support::deadline(
+        "a waiter that waits, then is killed",
+        Duration::from_secs(60),
+    );
     let scratch = Scratch::new(&format!("temp-{mode}"));
     let dir = LockDir::open(scratch.path()).unwrap();
     let held = acquire(&dir, name(), &Options::default()).unwrap();

@@ -7,6 +7,7 @@
 //! - [`require`] and [`skip`]: one uniform `SKIP <test>: <reason>` line for a
 //!   missing prerequisite (root, FUSE, a peer program), and a failure
 //!   instead when `CI` is set, so that CI cannot pass on skipped tests;
+//! - [`deadline`]: a wait that would hang becomes a failure;
 //! - [`dead_pid`], [`monotonic_ns`] and [`as_nobody`].
 //!
 //! A dev-dependency only: no library or program of the workspace may
@@ -214,5 +215,42 @@ pub fn as_nobody(program: &Path) -> Command {
         c
     } else {
         Command::new(program)
+    }
+}
+
+/// Ends the whole test process, as a failure that says what was awaited,
+/// if it is still running `bound` after the deadline was set and the
+/// returned guard has not been dropped: a wait that would otherwise hang
+/// (a read from a child's pipe, a child's exit, a thread's join) fails
+/// instead. Set it around the waits, with a bound well above the time
+/// they take.
+pub fn deadline(what: impl Into<String>, bound: std::time::Duration) -> Deadline {
+    let what = what.into();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(bound) {
+            eprintln!("DEADLINE: {what}: still waiting after {bound:?}; ending the test process");
+            std::process::exit(101);
+        }
+    });
+    Deadline {
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+/// The guard of a [`deadline`]: dropping it disarms the deadline.
+#[derive(Debug)]
+pub struct Deadline {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

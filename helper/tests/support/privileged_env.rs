@@ -870,7 +870,11 @@ pub fn run_scenarios(what: &str, scenarios: &[Scenario], setup: impl FnOnce() ->
     let (mut passed, mut failed) = (0, Vec::new());
     println!("\nrunning {} {what}", selected.len());
     for (name, scenario) in selected {
+        // A read from the helper or a wait that hangs fails the run.
+        let deadline =
+            spoollock_test_support::deadline(format!("{what}: {name}"), Duration::from_secs(900));
         let result = catch_unwind(AssertUnwindSafe(|| scenario(&env)));
+        drop(deadline);
         match result {
             Ok(()) => {
                 println!("test {name} ... ok");
