@@ -35,7 +35,7 @@ use nix::sys::time::TimeSpec;
 use spoollock_lockfile::{acquire, current_id, Dotlock, FileId, LockDir, LockError, PidMode};
 
 use crate::error::{Error, Result};
-use crate::guard::{LockOptions, Route};
+use crate::guard::{not_a_lock, LockOptions, Route};
 use crate::privileged::{self, HelperSession};
 use crate::target::LockTarget;
 use spoollock_protocol::LockMode;
@@ -110,7 +110,12 @@ impl DetachedLock {
             }
         } else {
             let dir = LockDir::open(&target.dir)?;
-            MadeLock::Direct(acquire(&dir, &target.name, &opts.lockfile_options())?)
+            // A large file at the name is told apart as `NotALock`, with its
+            // size and owner, as `spoollock lock` tells it.
+            MadeLock::Direct(
+                acquire(&dir, &target.name, &opts.lockfile_options())
+                    .map_err(|e| not_a_lock(target, e))?,
+            )
         };
         Ok(DetachedLock {
             target: target.clone(),

@@ -93,3 +93,46 @@ fn a_forked_child_may_release_the_lock() {
         }
     }
 }
+
+/// A file too large to be a lock at the name (a mailbox of a user whose
+/// login ends in `.lock`) is told apart with its size and owner, by the
+/// detached lock (dotlockfile -l, the C API) as by `spoollock lock`, and
+/// is left as it was.
+#[test]
+fn a_large_file_at_the_name_is_not_a_lock_for_either_way_of_locking() {
+    let s = Scratch::new("notalock");
+    let target = LockTarget::for_file(&s.0.join("box")).unwrap();
+    std::fs::write(target.path(), vec![b'x'; 4096]).unwrap();
+    // Old enough to be judged stale, were it a lock.
+    std::fs::File::options()
+        .write(true)
+        .open(target.path())
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(86_400))
+        .unwrap();
+    let before = std::fs::metadata(target.path()).unwrap();
+    for (how, result) in [
+        (
+            "DetachedLock::acquire",
+            DetachedLock::acquire(&target, &opts(PidMode::Own)).map(drop),
+        ),
+        (
+            "lock_detached",
+            spoollock::lock_detached(&target, &opts(PidMode::Own)),
+        ),
+    ] {
+        match result {
+            Err(spoollock::Error::NotALock { size, owner, .. }) => {
+                assert_eq!(size, 4096, "{how}");
+                assert_eq!(owner, before.uid(), "{how}");
+            }
+            other => panic!("{how}: {other:?}"),
+        }
+        let after = std::fs::metadata(target.path()).unwrap();
+        assert_eq!(
+            (after.ino(), after.len()),
+            (before.ino(), before.len()),
+            "{how}"
+        );
+    }
+}
