@@ -136,18 +136,20 @@ impl LockGuard {
     /// Lock a [`LockTarget`]: in-process, or through `spoollock-helper`
     /// when the directory is a spool only the mail group may write.
     pub fn acquire_target(target: &LockTarget, opts: &LockOptions) -> Result<LockGuard> {
-        Self::acquire_in(target, None, opts)
+        Self::acquire_in(Route::of(target)?, target, None, opts)
     }
 
-    /// [`acquire_target`](Self::acquire_target) with the lock's directory
-    /// already open (a mailbox lock keeps one for its own lookups, and its
-    /// inotify watch then serves every round of its two-lock loop).
+    /// [`acquire_target`](Self::acquire_target) by a route already decided
+    /// and with the lock's directory already open (a mailbox lock decides
+    /// and opens once: its inotify watch then serves every round of its
+    /// two-lock loop, which asks nothing of the directory again).
     pub(crate) fn acquire_in(
+        route: Route,
         target: &LockTarget,
         dir: Option<&LockDir>,
         opts: &LockOptions,
     ) -> Result<LockGuard> {
-        let held = Route::of(target)?.acquire(target, dir, opts)?;
+        let held = route.acquire(target, dir, opts)?;
         Ok(LockGuard {
             held: Some(held),
             taker: std::process::id(),

@@ -47,7 +47,7 @@ use spoollock_lockfile::{
 };
 
 use crate::error::{Error, Result};
-use crate::guard::{lock_state, LockGuard, LockOptions};
+use crate::guard::{lock_state, LockGuard, LockOptions, Route};
 use crate::mbox;
 use crate::record_lock::{self, LockKind, RecordLockFlavor};
 use crate::target::LockTarget;
@@ -150,6 +150,9 @@ pub struct MailboxLock {
     /// The mailbox's directory and its name there: it is opened and looked
     /// up again relative to this descriptor.
     dir: LockDir,
+    /// How its dotlock is taken (in-process or through the helper),
+    /// decided once.
+    route: Route,
     name: OsString,
     /// Which file `file` is.
     id: Option<FileId>,
@@ -183,6 +186,12 @@ impl MailboxLock {
             broken_marks: Arc::default(),
             taker: std::process::id(),
             dir: LockDir::open(&target.dir)?,
+            // (No dotlock, nothing to decide.)
+            route: if opts.dotlock {
+                Route::of(&target)?
+            } else {
+                Route::Direct
+            },
             name,
             id: None,
             no_record_locks: false,
@@ -394,7 +403,12 @@ impl MailboxLock {
                     wait,
                     ..opts.lock.clone()
                 };
-                self.dotlock = Some(LockGuard::acquire_in(target, Some(&self.dir), &lock_opts)?);
+                self.dotlock = Some(LockGuard::acquire_in(
+                    self.route,
+                    target,
+                    Some(&self.dir),
+                    &lock_opts,
+                )?);
             }
             Which::Fcntl => {
                 let file = self.file.as_ref().expect("fcntl only with an open mailbox");
