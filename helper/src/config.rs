@@ -41,14 +41,10 @@ pub enum ConfigError {
     TooLarge,
 }
 
+/// Said as the client is told it ([`ConfigProblem`]'s words, one text).
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConfigError::Unsafe(why) => write!(f, "{CONFIG_PATH}: {why}"),
-            ConfigError::Io(e) => write!(f, "{CONFIG_PATH}: {}", e.desc()),
-            ConfigError::Syntax { line, why } => write!(f, "{CONFIG_PATH}:{line}: {why}"),
-            ConfigError::TooLarge => write!(f, "{CONFIG_PATH}: too large or too many spools"),
-        }
+        ConfigProblem::from(self).fmt(f)
     }
 }
 

@@ -144,13 +144,15 @@ impl Session {
             self.before_waiting(&mut opts)?;
         }
         let name = policy::lock_name(&self.caller().login);
-        self.sweep_before_lock(index, &dir);
+        let swept_now = self.sweep_before_lock(index, &dir);
         self.broke_stale.store(false, Ordering::Relaxed);
         if !intend(&self.audit, "lock", fields) {
             return Err(Refusal::AuditUnavailable);
         }
         let acquired = acquire(&dir, name.as_ref(), &opts);
-        self.sweep_after_lock(index, &dir);
+        if !swept_now {
+            self.sweep_after_lock(index, &dir);
+        }
         let lock = acquired.map_err(|e| not_a_lock(&dir, &name, e))?;
         let info = LockInfo {
             spool: self.spools[index].clone(),
@@ -202,16 +204,21 @@ impl Session {
     /// attempt that broke a stale lock (see `sweep_after_lock`). Another
     /// user's files cost the sweep one `fstatat` each, and only where
     /// their name has the temporary form.
-    fn sweep_before_lock(&mut self, index: usize, dir: &LockDir) {
-        if !self.swept.contains(&index) {
-            self.swept.push(index);
-            self.sweep(index, dir);
+    /// True when it swept now. A sweep cut short because a record of
+    /// intent could not be sent is tried again at the next lock.
+    fn sweep_before_lock(&mut self, index: usize, dir: &LockDir) -> bool {
+        if self.swept.contains(&index) {
+            return false;
         }
+        if self.sweep(index, dir) {
+            self.swept.push(index);
+        }
+        true
     }
 
-    /// After an attempt that broke a stale lock: a helper killed between
-    /// `link` and unlinking its named temporary file leaves it linked to
-    /// its stale lock until that lock is broken.
+    /// After an attempt that broke a stale lock, in a request that did not
+    /// sweep before it (a later lock of the session): the helper that held
+    /// that lock may have died leaving files, as any killed helper may.
     fn sweep_after_lock(&self, index: usize, dir: &LockDir) {
         if self.broke_stale.load(Ordering::Relaxed) {
             self.sweep(index, dir);
@@ -219,16 +226,23 @@ impl Session {
     }
 
     /// Remove the caller's dead temporary files from spool `index`, each
-    /// announced by a record of intent (none sent: the sweep stops) and
-    /// followed by its outcome; what could not even be looked at is
-    /// recorded as failed.
-    fn sweep(&self, index: usize, dir: &LockDir) {
+    /// announced by a record of intent (none sent: the sweep stops, and
+    /// says so in a failure record if it can) and followed by its outcome;
+    /// what could not even be looked at is recorded as failed. False when
+    /// the sweep stopped for want of a record.
+    fn sweep(&self, index: usize, dir: &LockDir) -> bool {
         let uid = self.caller().uid.as_raw();
         let spool = self.spools[index].clone();
+        let mut complete = true;
         sweep::sweep(dir, uid, &*self.privilege, &mut |name: &str, step| {
             let mut fields = vec![("spool", spool.clone()), ("name", name.to_owned())];
             let (class, result) = match step {
-                sweep::Step::Intent => return intend(&self.audit, "cleanup", &fields),
+                sweep::Step::Intent if intend(&self.audit, "cleanup", &fields) => return true,
+                sweep::Step::Intent => {
+                    complete = false;
+                    fields.push(("error", Refusal::AuditUnavailable.to_string()));
+                    (Class::Failure, "audit-unavailable")
+                }
                 sweep::Step::Removed => (Class::Release, "removed"),
                 sweep::Step::Vanished => (Class::Release, "vanished"),
                 sweep::Step::Failed(errno) | sweep::Step::Unlisted(errno) => {
@@ -237,8 +251,9 @@ impl Session {
                 }
             };
             record(&self.audit, class, "cleanup", result, &fields);
-            true
+            complete
         });
+        complete
     }
 
     pub(super) fn touch(

@@ -37,7 +37,6 @@ use crate::policy::{self, Caller};
 use crate::privilege::GroupPrivilege;
 
 use convert::io_errno;
-pub use convert::refusal_of;
 use inbox::Inbox;
 use reply::Outbox;
 
@@ -79,9 +78,23 @@ struct Held {
     refreshed: Instant,
 }
 
+/// A session dropped while it still holds its lock (a panic unwinding
+/// through `run`; every other way out releases in `end`, after its record
+/// of intent) leaves the lock where it is: removing it here would be a
+/// change without its record. It names this helper, which is about to
+/// exit, so the next locker finds it stale at once, as when the release's
+/// intent could not be sent.
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            held.lock.detach();
+        }
+    }
+}
+
 impl Held {
     /// How often a session lock is refreshed: a fifth of its stale age,
-    /// 1 s to [`MAX_REFRESH`].
+    /// at most [`MAX_REFRESH`] (60 s at the shortest stale age, 300 s).
     fn period(&self) -> Duration {
         (self.stale_age / 5).clamp(Duration::from_secs(1), MAX_REFRESH)
     }
