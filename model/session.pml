@@ -68,24 +68,25 @@ inline intend(ann, ok) {
 }
 
 /* The caller's dead temporary files, each removed after its intent; the
- * sweep stops at the first intent not sent.
- * @ helper/src/session/handlers.rs:224-241 sweep "sweep::Step::Intent => return intend(&self.audit" */
-inline sweep() {
+ * sweep stops at the first intent not sent (`done` false: the spool is
+ * swept again at the next lock).
+ * @ helper/src/session/handlers.rs:236-256 sweep "sweep::Step::Intent if intend(&self.audit" */
+inline sweep(done) {
   if
   :: deadtemp ->
      intend(ann_clean, ok);
      if
-     :: ok -> atomic { assert(ann_clean); ann_clean = false; deadtemp = false }
-     :: else
+     :: ok -> atomic { assert(ann_clean); ann_clean = false; deadtemp = false }; done = true
+     :: else -> done = false
      fi
-  :: else
+  :: else -> done = true
   fi
 }
 
 active proctype Helper() {
   bool held;            /* Some(held): this session's lock */
   bool lost;            /* lost: removed by someone else */
-  bool swept, partial, ok, detached, forever, brk;
+  bool swept, sweptnow, partial, ok, detached, forever, brk;
   byte granted, refused;
   mtype m;
 
@@ -102,8 +103,8 @@ loop:
 #ifndef OLD_REFRESH
   /* `refresh_if_due` before each request: by the clock, a period after
    * the last refresh, whatever the client does.
-   * @ helper/src/session/mod.rs:197-201 serve "self.refresh_if_due();"
-   * @ helper/src/session/mod.rs:329-337 refresh_if_due "if since < held.period()" */
+   * @ helper/src/session/mod.rs:210-214 serve "self.refresh_if_due();"
+   * @ helper/src/session/mod.rs:342-350 refresh_if_due "if since < held.period()" */
 #ifndef MUT_NO_REFRESH
   if
   :: held && lk == SESS && lkage >= T -> lkage = 0
@@ -132,8 +133,8 @@ end_poll:
      assert(!(held && lk == SESS && lkage >= S))
   :: held && len(req) == 0 && !eof ->
      /* The poll timed out: the refresh is due; `refresh`.
-      * @ helper/src/session/mod.rs:316-318 wait_for_request "self.refresh_if_due();"
-      * @ helper/src/session/mod.rs:341-360 refresh "if e == LockError::NotOurs {" */
+      * @ helper/src/session/mod.rs:329-331 wait_for_request "self.refresh_if_due();"
+      * @ helper/src/session/mod.rs:354-373 refresh "if e == LockError::NotOurs {" */
 #ifdef OLD_REFRESH
      older(T);
 #else
@@ -150,7 +151,7 @@ end_poll:
      goto loop
   fi;
   /* `fill`, then `read_frame`: a frame is decoded only once whole.
-   * @ helper/src/session/mod.rs:205-224 serve "Err(CodecError::Closed) => return self.end(" */
+   * @ helper/src/session/mod.rs:218-237 serve "Err(CodecError::Closed) => return self.end(" */
   if
   :: len(req) > 0 -> req?m
   :: len(req) == 0 && eof -> m = EOFM
@@ -164,7 +165,7 @@ end_poll:
   fi;
 
   /* `dispatch`: the session limits first.
-   * @ helper/src/session/mod.rs:416-421 dispatch "let over = refused >= MAX_REFUSED_PER_SESSION" */
+   * @ helper/src/session/mod.rs:429-434 dispatch "let over = refused >= MAX_REFUSED_PER_SESSION" */
   if
   :: m != BYE && (refused >= MAXREF ||
        ((m == LOCK_S || m == LOCK_D) && granted >= MAXGR)) ->
@@ -180,10 +181,10 @@ end_poll:
      :: else ->
         detached = (m == LOCK_D);
         forever = (m == LOCK_S);
-        /* @ helper/src/session/handlers.rs:204-208 sweep_before_lock "if !self.swept.contains(&index) {" */
+        /* @ helper/src/session/handlers.rs:209-217 sweep_before_lock "if self.swept.contains(&index) {" */
         if
-        :: !swept -> swept = true; sweep()
-        :: else
+        :: !swept -> sweep(swept); sweptnow = true
+        :: else -> sweptnow = false
         fi;
         brk = false;
         /* @ helper/src/session/handlers.rs:147-151 lock "self.broke_stale.store(false, Ordering::Relaxed);" */
@@ -238,15 +239,16 @@ end_wait:        if
                  fi
               fi
            fi;
-           /* Again after a break. */
+           /* Again after a break, unless this request swept before it.
+            * @ helper/src/session/handlers.rs:153-155 lock "if !swept_now {" */
            if
-           :: brk -> sweep()
+           :: brk && !sweptnow -> sweep(ok)
            :: else
            fi
         fi
      fi
   :: m == TOUCH ->
-     /* @ helper/src/session/handlers.rs:250-261 touch "Err(LockError::NotOurs) => {" */
+     /* @ helper/src/session/handlers.rs:265-276 touch "Err(LockError::NotOurs) => {" */
      if
      :: held && lk == SESS -> lkage = 0
      :: held && lk != SESS -> held = false; lost = true; refused++   /* LockLost */
@@ -261,7 +263,7 @@ end_wait:        if
   :: m == UNLOCK ->
      if
      :: held ->
-        /* @ helper/src/session/handlers.rs:293-306 unlock "if !intend(&self.audit, " */
+        /* @ helper/src/session/handlers.rs:308-321 unlock "if !intend(&self.audit, " */
         intend(ann_rel, ok);
         if
         :: !ok -> refused++                 /* AuditUnavailable; still held */
@@ -278,7 +280,7 @@ end_wait:        if
      :: !held && lost -> lost = false; refused++   /* LockLost */
      :: !held && !lost ->
         /* By name: the guard keeps it off another live session's lock.
-         * @ helper/src/session/handlers.rs:311-325 unlock "remove_by_name(&dir, name.as_ref(), &opts, |content, owner| {" */
+         * @ helper/src/session/handlers.rs:326-340 unlock "remove_by_name(&dir, name.as_ref(), &opts, |content, owner| {" */
         if
         :: lk == FREE -> refused++          /* NotLocked */
         :: else ->
@@ -304,12 +306,12 @@ end_wait:        if
   goto loop;
 
 badframe:
-  /* @ helper/src/session/mod.rs:362-368 bad_frame "let refusal = Refusal::BadFrame(problem);" */
+  /* @ helper/src/session/mod.rs:375-381 bad_frame "let refusal = Refusal::BadFrame(problem);" */
   skip;
 finish:
   /* `end`: release the session lock, if any, after its intent; without
    * the intent it is left, naming this helper, which is about to exit.
-   * @ helper/src/session/mod.rs:340-364 end "held.lock.detach();" */
+   * @ helper/src/session/mod.rs:353-377 end "held.lock.detach();" */
   if
   :: held ->
      held = false;
