@@ -495,9 +495,10 @@ fn lockers_with_their_own_aside_names_never_remove_a_third_lock() {
     let (go, go_rx) = channel(); // to B: move now
     let (moved, moved_rx) = channel(); // B: moved
     let (unlinked, unlinked_rx) = channel(); // A: its unlink is done
-                                             // B: 1 create, 2 link (the name is A's), 3 the move of its break; B
-                                             // goes on (reads what it moved, removes or puts back) only after A's
-                                             // unlink, the order that lost C's lock with a shared name.
+
+    // B: 1 create, 2 link (the name is A's), 3 the move of its break; B
+    // goes on (reads what it moved, removes or puts back) only after A's
+    // unlink, the order that lost C's lock with a shared name.
     let b_seam = Seam::new(
         move |n| {
             if n == 3 {
