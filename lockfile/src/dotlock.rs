@@ -894,13 +894,7 @@ mod tests {
         // A stale lock broken through it, too.
         std::fs::write(s.path().join(".reserved"), b"left by a killed process").unwrap();
         std::fs::write(s.path().join(LOCK), b"0\n").unwrap();
-        let old = SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::options()
-            .write(true)
-            .open(s.path().join(LOCK))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        spoollock_test_support::age_file(&s.path().join(LOCK), 3600);
         let lock = acquire(&dir, LOCK.as_ref(), &opts).unwrap();
         assert_eq!(s.names(), vec![LOCK.to_owned()]);
         lock.release().unwrap();
@@ -928,12 +922,7 @@ mod tests {
 
     fn plant_stale(s: &Scratch) -> u64 {
         std::fs::write(s.path().join(LOCK), b"4242\nhost=elsewhere.example\n").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(s.path().join(LOCK))
-            .unwrap()
-            .set_modified(SystemTime::now() - Duration::from_secs(3600))
-            .unwrap();
+        spoollock_test_support::age_file(&s.path().join(LOCK), 3600);
         s.ino(LOCK).unwrap()
     }
 

@@ -8,7 +8,8 @@
 //!   missing prerequisite (root, FUSE, a peer program), and a failure
 //!   instead when `CI` is set, so that CI cannot pass on skipped tests;
 //! - [`deadline`]: a wait that would hang becomes a failure;
-//! - [`dead_pid`], [`monotonic_ns`] and [`as_nobody`].
+//! - [`dead_pid`], [`monotonic_ns`], [`as_nobody`], [`age_file`] and
+//!   [`describe`].
 //!
 //! A dev-dependency only: no library or program of the workspace may
 //! depend on it (`scripts/deps-policy` checks the helper's tree).
@@ -253,4 +254,31 @@ impl Drop for Deadline {
             let _ = thread.join();
         }
     }
+}
+
+/// Set `path`'s modification time `secs_ago` seconds in the past (in the
+/// future when negative), as a lock left that long ago would have.
+pub fn age_file(path: &Path, secs_ago: i64) {
+    let now = std::time::SystemTime::now();
+    let when = if secs_ago >= 0 {
+        now - std::time::Duration::from_secs(secs_ago.unsigned_abs())
+    } else {
+        now + std::time::Duration::from_secs(secs_ago.unsigned_abs())
+    };
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+}
+
+/// A finished command's status and output, for an assertion's message.
+pub fn describe(out: &std::process::Output) -> String {
+    format!(
+        "{}; stdout {:?}; stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

@@ -152,15 +152,9 @@ pub fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Set `path`'s modification time `secs_ago` seconds into the past.
+/// `path` made `secs_ago` seconds old.
 pub fn age(path: &Path, secs_ago: u64) {
-    let when = SystemTime::now() - Duration::from_secs(secs_ago);
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(when)
-        .unwrap();
+    spoollock_test_support::age_file(path, secs_ago as i64);
 }
 
 /// Write a lock file by hand (as another tool would), `secs_ago` old.
@@ -281,14 +275,7 @@ fn join_within(t: std::thread::JoinHandle<Vec<u8>>, start: Instant) -> Vec<u8> {
 
 pub use spoollock_test_support::as_nobody;
 
-pub fn describe(out: &Output) -> String {
-    format!(
-        "{}; stdout {:?}; stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+pub use spoollock_test_support::describe;
 
 /// A binary of another package of this workspace (`spoollock`,
 /// `spoollock-helper`), built now by cargo if needed (cargo releases its

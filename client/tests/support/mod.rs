@@ -346,14 +346,7 @@ pub fn with_watchdog<T>(scenario: &str, procs: &Arc<Procs>, f: impl FnOnce() -> 
     result
 }
 
-pub fn describe(out: &Output) -> String {
-    format!(
-        "{}; stdout {:?}; stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+pub use spoollock_test_support::describe;
 
 // --- the C peer -------------------------------------------------------------
 

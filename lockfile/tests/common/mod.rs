@@ -18,18 +18,4 @@ pub fn assert_no_temp_files(dir: &Path) {
     );
 }
 
-/// Set a file's mtime `secs_ago` seconds into the past (negative: future).
-pub fn age_file(path: &Path, secs_ago: i64) {
-    let now = std::time::SystemTime::now();
-    let when = if secs_ago >= 0 {
-        now - std::time::Duration::from_secs(secs_ago as u64)
-    } else {
-        now + std::time::Duration::from_secs(secs_ago.unsigned_abs())
-    };
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(when)
-        .unwrap();
-}
+pub use spoollock_test_support::age_file;
