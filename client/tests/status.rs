@@ -54,6 +54,10 @@ fn every_kind_of_lock_is_reported_with_what_the_next_locker_would_do() {
     gone.pid = Some(dead);
     plant(&s.0.join("dead.lock"), &gone.render(), 5);
     plant(&s.0.join("bare.lock"), format!("{dead}\n").as_bytes(), 100);
+    // Ours, but from before a reboot: its pid is some other process now.
+    let mut rebooted = content_for(PidMode::Own);
+    rebooted.boot = Some("00000000-0000-4000-8000-000000000000".into());
+    plant(&s.0.join("reboot.lock"), &rebooted.render(), 5);
     std::fs::create_dir(s.0.join("dir.lock")).unwrap();
     plant(&s.0.join("inbox"), b"not a lock\n", 5);
     let before = listing(&s.0);
@@ -93,6 +97,15 @@ fn every_kind_of_lock_is_reported_with_what_the_next_locker_would_do() {
         assert!(
             line("dead.lock").ends_with("stale would be broken: holder process is gone"),
             "{who}: {text}"
+        );
+        // The pid of another boot names no program of ours, and does not
+        // keep the lock: its age does.
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let reboot = line("reboot.lock");
+        assert!(
+            !reboot.contains(&format!(" {} ", comm.trim_end()))
+                && reboot.contains(" held kept: stale in "),
+            "{who}: {reboot}"
         );
         // A bare pid may be another host's: kept until it is old.
         let bare = line("bare.lock");

@@ -167,7 +167,15 @@ fn row(lock_dir: &LockDir, dir: &Path, name: &OsString, opts: &Options) -> Row {
     };
     row.pid = holder.content.pid;
     row.host = holder.content.host.clone();
-    let here = holder.content.host.as_deref() == Some(local_host().host.as_str());
+    // Of this host and this boot (a lock from before a reboot names a pid
+    // that may now be another process's): only then does its pid say who
+    // keeps it.
+    let me = local_host();
+    let here = holder.content.host.as_deref() == Some(me.host.as_str())
+        && match (&holder.content.boot, &me.boot) {
+            (Some(theirs), Some(ours)) => theirs == ours,
+            _ => true,
+        };
     if let (true, Some(pid)) = (here, holder.content.pid) {
         row.program = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .ok()
