@@ -143,5 +143,5 @@ fn every_kind_of_lock_is_reported_with_what_the_next_locker_would_do() {
     ] {
         assert!(json.contains(&expected), "{expected}\nnot in\n{json}");
     }
-    assert_eq!(json.matches("{\"lock\":").count(), 5, "{json}");
+    assert_eq!(json.matches("{\"lock\":").count(), 6, "{json}");
 }
